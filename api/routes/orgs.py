@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from api.deps import ActorDep, CurrentUser, SessionDep
+from cic.models.audit import AuditEventPublic
+from cic.models.orgs import OrgCreate, OrgPublic, OrgUpdate, Role
+from cic.services import audit, orgs
+from cic.services.authz import authorize_org
+from cic.views import org_public
+
+router = APIRouter(prefix="/orgs", tags=["orgs"])
+
+
+@router.get("", response_model=list[OrgPublic])
+def list_orgs(actor: ActorDep, session: SessionDep) -> list[OrgPublic]:
+    """The organizations you belong to, with your role in each."""
+    return [org_public(o, r) for o, r in orgs.list_orgs(session, actor)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrgPublic)
+def create_org(body: OrgCreate, user: CurrentUser, actor: ActorDep, session: SessionDep) -> OrgPublic:
+    """Create an organization; you become its owner."""
+    org = orgs.create_org(session, actor, name=body.name, owner=user, slug=body.slug, plan=body.plan)
+    session.commit()
+    return org_public(org, Role.owner)
+
+
+@router.get("/{org}", response_model=OrgPublic)
+def get_org(org: str, actor: ActorDep, session: SessionDep) -> OrgPublic:
+    row, role = authorize_org(session, actor, org)
+    return org_public(row, role)
+
+
+@router.patch("/{org}", response_model=OrgPublic)
+def update_org(org: str, body: OrgUpdate, actor: ActorDep, session: SessionDep) -> OrgPublic:
+    row = orgs.rename_org(session, actor, org, body.name) if body.name else authorize_org(session, actor, org)[0]
+    session.commit()
+    _, role = authorize_org(session, actor, org)
+    return org_public(row, role)
+
+
+@router.get("/{org}/audit", response_model=list[AuditEventPublic])
+def audit_log(
+    org: str, actor: ActorDep, session: SessionDep, limit: int = 100, before_id: int | None = None
+) -> list[AuditEventPublic]:
+    """Who changed what in this organization, newest first (owners and admins)."""
+    row, _ = authorize_org(session, actor, org, Role.admin)
+    events = audit.list_events(session, row.id, limit=max(1, min(limit, 500)), before_id=before_id)
+    return [AuditEventPublic.model_validate(e, from_attributes=True) for e in events]

@@ -1,0 +1,411 @@
+"""``cic``: the operator's command line. Create commands print JSON, for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from cic import migrations
+from cic.db import make_engine, session_scope
+from cic.errors import CICError
+from cic.models import Plan, Role
+from cic.models.environments import EnvironmentCreate
+from cic.models.keys import ApiKeyCreate
+from cic.services import catalog, environments, keys, orgs, usage, users
+from cic.services.authz import Actor
+from cic.settings import Settings, get_settings
+from cic.views import env_public, key_created, key_public, org_public
+
+app = typer.Typer(
+    help="CrossLogic Inference Cloud: operate the control plane.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Regions, models and prices.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
+envs_app = typer.Typer(help="Environments of an organization.", no_args_is_help=True)
+keys_app = typer.Typer(help="Inference API keys.", no_args_is_help=True)
+usage_app = typer.Typer(help="Usage and cost.", no_args_is_help=True)
+for sub, name in ((db_app, "db"), (catalog_app, "catalog"), (users_app, "users"), (orgs_app, "orgs"),
+                  (envs_app, "envs"), (keys_app, "keys"), (usage_app, "usage")):
+    app.add_typer(sub, name=name)
+
+T = TypeVar("T")
+SYSTEM = Actor.system("cli")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        _fail("invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
+
+
+def _emit(obj: Any) -> None:
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    elif isinstance(obj, list):
+        obj = [o.model_dump(mode="json") if isinstance(o, BaseModel) else o for o in obj]
+    typer.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+@contextmanager
+def _db() -> Iterator[tuple[Session, Settings]]:
+    """One transaction per command; domain errors become a readable message and exit code 1."""
+    settings = _settings()
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            yield session, settings
+    except CICError as exc:
+        _fail(exc.message)
+    except OperationalError as exc:
+        hint = " (run `cic db upgrade` first?)" if "no such table" in str(exc) or "does not exist" in str(exc) else ""
+        _fail(f"database error{hint}: {str(exc.orig).splitlines()[0]}")
+    finally:
+        engine.dispose()
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except CICError as exc:
+        _fail(exc.message)
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    settings = _settings()
+    settings.ensure_local_dirs()
+    try:
+        migrations.upgrade(settings.database_url, revision)
+    except OperationalError as exc:
+        _fail(f"cannot reach the database: {str(exc.orig).splitlines()[0]}")
+    typer.echo(f"database at revision {revision}", err=True)
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="target revision, e.g. -1 or base")]) -> None:
+    """Revert migrations down to REVISION."""
+    migrations.downgrade(_settings().database_url, revision)
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and the newest one available."""
+    engine = make_engine(_settings())
+    try:
+        _emit({"current": migrations.current(engine), "head": migrations.head()})
+    finally:
+        engine.dispose()
+
+
+# --- catalog ------------------------------------------------------------------------------------
+
+
+@catalog_app.command("seed")
+def catalog_seed() -> None:
+    """Insert or update the launch regions, models and prices. Safe to run again."""
+    with _db() as (session, _):
+        result = catalog.seed(session)
+    _emit({"regions": result.regions, "models": result.models, "prices_added": result.prices_added})
+
+
+@catalog_app.command("list")
+def catalog_list() -> None:
+    """Regions and models, as JSON."""
+    with _db() as (session, _):
+        out = {
+            "regions": [r.code for r in catalog.list_regions(session)],
+            "models": [
+                {"id": m.id, "kind": m.kind, "context_length": m.context_length, "vram_gb": m.vram_gb,
+                 "prices": {r: {"input_per_1m": p.input_per_1m_micros / 1e6,
+                                "output_per_1m": p.output_per_1m_micros / 1e6}
+                            for r, p in sorted(catalog.prices_in_force(session, m.id).items())}}
+                for m in catalog.list_models(session)
+            ],
+        }
+    _emit(out)
+
+
+# --- users --------------------------------------------------------------------------------------
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    env = os.environ.get("CIC_PASSWORD")
+    if env:
+        return env
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="the account's email")],
+    name: Annotated[str, typer.Option(help="display name")] = "",
+    admin: Annotated[bool, typer.Option("--admin", help="a platform operator")] = False,
+    no_password: Annotated[bool, typer.Option("--no-password", help="no password (OAuth only)")] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+) -> None:
+    """Create an account. The password is prompted for, or read from CIC_PASSWORD or stdin."""
+    password = None if no_password else _read_password(password_stdin)
+    with _db() as (session, _):
+        user = users.create_user(session, email=email, password=password, name=name, is_platform_admin=admin,
+                                 actor=SYSTEM)
+        out = {"id": user.id, "email": user.email, "is_platform_admin": user.is_platform_admin}
+    _emit(out)
+
+
+@users_app.command("set-password")
+def users_set_password(
+    email: Annotated[str, typer.Option(help="the account's email")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+) -> None:
+    """Set an account's password (ends its sessions)."""
+    password = _read_password(password_stdin)
+    with _db() as (session, _):
+        user = users.set_password(session, email, password, SYSTEM)
+        out = {"id": user.id, "email": user.email}
+    _emit(out)
+
+
+# --- orgs ---------------------------------------------------------------------------------------
+
+
+@orgs_app.command("create")
+def orgs_create(
+    name: Annotated[str, typer.Option(help="display name")],
+    owner: Annotated[str, typer.Option(help="owner's email; the account is made if it does not exist")],
+    slug: Annotated[str | None, typer.Option(help="URL name (default: from the name)")] = None,
+    plan: Annotated[Plan, typer.Option(help="billing plan")] = Plan.free,
+) -> None:
+    """Create an organization owned by OWNER; prints its id and slug."""
+    with _db() as (session, _):
+        user = users.get_by_email(session, owner) or users.create_user(
+            session, email=owner, password=None, actor=SYSTEM
+        )
+        org = orgs.create_org(session, SYSTEM, name=name, owner=user, slug=slug, plan=plan)
+        out = org_public(org, Role.owner).model_dump(mode="json")
+        out["owner"] = user.email
+    _emit(out)
+
+
+@orgs_app.command("list")
+def orgs_list() -> None:
+    """Every organization, as JSON."""
+    with _db() as (session, _):
+        out = [org_public(o).model_dump(mode="json", exclude={"role"}) for o, _ in orgs.list_orgs(session, SYSTEM)]
+    _emit(out)
+
+
+# --- environments -------------------------------------------------------------------------------
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@envs_app.command("create")
+def envs_create(
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    name: Annotated[str, typer.Option(help="dev, staging, prod, or your own")],
+    region: Annotated[str, typer.Option(help="region code, e.g. us-east")],
+    models: Annotated[str, typer.Option(help="comma-separated model ids")],
+    allow_cross_region: Annotated[bool, typer.Option(
+        "--allow-cross-region/--no-cross-region", help="may fail over to other regions")] = False,
+    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
+    tpm: Annotated[int | None, typer.Option(help="tokens per minute")] = None,
+    tpd: Annotated[int | None, typer.Option(help="tokens per day")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
+) -> None:
+    """Create an environment; prints it as JSON."""
+    try:
+        data = EnvironmentCreate(name=name, region=region, models=_csv(models) or [],
+                                 allow_cross_region_failover=allow_cross_region,
+                                 rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency)
+    except ValidationError as exc:
+        _fail(_pydantic_message(exc))
+    with _db() as (session, settings):
+        env = environments.create_env(session, SYSTEM, org, data)
+        row, _ = environments.get_env(session, SYSTEM, org, env.id)
+        out = env_public(session, row, env, settings.public_base_url)
+    _emit(out)
+
+
+@envs_app.command("list")
+def envs_list(org: Annotated[str, typer.Option(help="org slug or id")]) -> None:
+    """An organization's environments, as JSON."""
+    with _db() as (session, settings):
+        row, envs = environments.list_envs(session, SYSTEM, org)
+        out = [env_public(session, row, e, settings.public_base_url) for e in envs]
+    _emit(out)
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    env: Annotated[str, typer.Option(help="environment name or id")],
+    name: Annotated[str, typer.Option(help="what the key is for")],
+    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
+    tpm: Annotated[int | None, typer.Option(help="tokens per minute")] = None,
+    tpd: Annotated[int | None, typer.Option(help="tokens per day")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
+    expires_in: Annotated[int | None, typer.Option(help="days until the key expires")] = None,
+    models: Annotated[str | None, typer.Option(help="restrict to these comma-separated models")] = None,
+) -> None:
+    """Create a key. The JSON has the plaintext `key`: the only time it is shown."""
+    try:
+        data = ApiKeyCreate(name=name, environment=env, rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency,
+                            expires_in_days=expires_in, allowed_models=_csv(models))
+    except ValidationError as exc:
+        _fail(_pydantic_message(exc))
+    with _db() as (session, settings):
+        created = keys.create_key(session, SYSTEM, org, data, pepper=settings.key_pepper.get_secret_value())
+        out = key_created(created)
+    _emit(out)
+
+
+@keys_app.command("list")
+def keys_list(
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    env: Annotated[str | None, typer.Option(help="only this environment")] = None,
+) -> None:
+    """An organization's keys (never the plaintext), as JSON."""
+    with _db() as (session, _):
+        _, rows = keys.list_keys(session, SYSTEM, org, env)
+        out = [key_public(k, e) for k, e in rows]
+    _emit(out)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (key_…)")],
+    org: Annotated[str, typer.Option(help="org slug or id")],
+) -> None:
+    """Revoke a key now."""
+    with _db() as (session, _):
+        out = key_public(*keys.revoke_key(session, SYSTEM, org, key_id))
+    _emit(out)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, typer.Argument(help="the key's id (key_…)")],
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    grace_hours: Annotated[int | None, typer.Option(min=0, max=168, help="old key stays valid (default 24)")] = None,
+) -> None:
+    """Issue a replacement key; the old one works for the grace period. Prints the new plaintext key."""
+    with _db() as (session, settings):
+        created, old = keys.rotate_key(session, SYSTEM, org, key_id, pepper=settings.key_pepper.get_secret_value(),
+                                       grace_hours=grace_hours)
+        out = key_created(created).model_dump(mode="json")
+        out["old_key_valid_until"] = old.revoked_at.isoformat() if old.revoked_at else None
+    _emit(out)
+
+
+# --- usage --------------------------------------------------------------------------------------
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(), UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"'{value}' is not a date (YYYY-MM-DD) or ISO timestamp")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@usage_app.command("show")
+def usage_show(
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    env: Annotated[str | None, typer.Option(help="only this environment")] = None,
+    since: Annotated[str | None, typer.Option(help="YYYY-MM-DD or ISO timestamp, UTC (default: 30 days ago)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per-model totals: requests, prompt and completion tokens, cost (USD)."""
+    with _db() as (session, _):
+        rep = usage.report(session, SYSTEM, org, since=_parse_since(since), env_ref=env, group_by=["model"])
+    if as_json:
+        _emit({
+            "org_id": rep.org_id, "since": rep.since.isoformat(), "until": rep.until.isoformat(),
+            "models": [
+                {"model": r.model, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+                 "completion_tokens": r.completion_tokens, "cached_tokens": r.cached_tokens, "errors": r.errors,
+                 "cost": r.cost, "cost_usd": r.cost_usd}
+                for r in rep.rows
+            ],
+            "totals": {"requests": rep.totals.requests, "prompt_tokens": rep.totals.prompt_tokens,
+                       "completion_tokens": rep.totals.completion_tokens, "cost": rep.totals.cost,
+                       "cost_usd": rep.totals.cost_usd},
+        })
+        return
+    header = f"{'model':<22}{'requests':>10}{'prompt':>14}{'completion':>14}{'cost (USD)':>16}"
+    typer.echo(f"usage of {org} since {rep.since:%Y-%m-%d %H:%M} UTC")
+    typer.echo(header)
+    for r in [*rep.rows, rep.totals]:
+        label = r.model if r is not rep.totals else "total"
+        typer.echo(f"{label or '':<22}{r.requests:>10}{r.prompt_tokens:>14}{r.completion_tokens:>14}"
+                   f"{r.cost_usd.rstrip('0').rstrip('.') or '0':>16}")
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+
+@app.command("api")
+def run_api(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    reload: Annotated[bool, typer.Option(help="reload on code changes (development)")] = False,
+) -> None:
+    """Run the API server (management API, health; the data plane joins it)."""
+    import uvicorn
+
+    settings = _settings()
+    if workers > 1 and not settings.redis_url:
+        typer.echo("warning: several workers without CIC_REDIS_URL: limits and caches are per worker", err=True)
+    if workers > 1 and settings.is_sqlite:
+        typer.echo("warning: several workers on SQLite serialise writes; use PostgreSQL in production", err=True)
+    uvicorn.run("api.app:app_factory", factory=True, host=host, port=port, workers=workers, reload=reload,
+                log_config=None, proxy_headers=True, access_log=False)
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,48 @@
+"""Engine and session construction. The engine is built once per process and passed around explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine
+
+from cic.settings import Settings
+
+
+def make_engine(settings: Settings) -> Engine:
+    settings.ensure_local_dirs()
+    kwargs: dict[str, Any] = {"echo": settings.sql_echo, "pool_pre_ping": True}
+    if settings.is_sqlite:
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
+        # Day boundaries (usage per day, budgets per month) are UTC whatever the server's zone.
+        kwargs["connect_args"] = {"options": "-c timezone=UTC"}
+    engine = create_engine(settings.database_url, **kwargs)
+    if settings.is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose work is committed on success and rolled back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

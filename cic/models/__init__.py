@@ -1,0 +1,32 @@
+"""Every table, imported here so ``SQLModel.metadata`` is complete for Alembic."""
+
+from cic.models import base as _base  # noqa: F401  (naming convention first)
+from cic.models.audit import AuditEvent
+from cic.models.catalog import CatalogModel, ModelKind, ModelPrice, Region
+from cic.models.environments import Environment, EnvironmentModel
+from cic.models.keys import ApiKey
+from cic.models.nodes import Node, NodeStatus
+from cic.models.orgs import Membership, Org, Plan, Role
+from cic.models.usage import UsageRecord, UsageStatus
+from cic.models.users import User, UserSession
+
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "CatalogModel",
+    "Environment",
+    "EnvironmentModel",
+    "Membership",
+    "ModelKind",
+    "ModelPrice",
+    "Node",
+    "NodeStatus",
+    "Org",
+    "Plan",
+    "Region",
+    "Role",
+    "UsageRecord",
+    "UsageStatus",
+    "User",
+    "UserSession",
+]

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from cic.models.base import ID_LEN
+from cic.models.types import UTCDateTime, new_id, utcnow
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$"
+
+
+class Plan(StrEnum):
+    free = "free"
+    developer = "developer"
+    business = "business"
+    enterprise = "enterprise"
+
+
+class Role(StrEnum):
+    owner = "owner"
+    admin = "admin"
+    member = "member"
+
+    @property
+    def rank(self) -> int:
+        return {Role.member: 1, Role.admin: 2, Role.owner: 3}[self]
+
+
+class LimitsMixin(SQLModel):
+    """Per-layer limit overrides; ``None`` means inherit from the layer above (or the plan)."""
+
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="tokens per minute")
+    tpd: int | None = Field(default=None, ge=1, description="tokens per day")
+    max_concurrency: int | None = Field(default=None, ge=1, description="requests in flight")
+
+
+class OrgBase(SQLModel):
+    name: str = Field(min_length=1, max_length=120)
+
+
+class Org(OrgBase, LimitsMixin, table=True):
+    __tablename__ = "orgs"
+
+    id: str = Field(default_factory=lambda: new_id("org"), primary_key=True, max_length=ID_LEN)
+    slug: str = Field(max_length=48, unique=True)
+    plan: str = Field(default=Plan.free.value, max_length=20)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class OrgCreate(OrgBase):
+    slug: str | None = Field(default=None, max_length=48, regex=SLUG_PATTERN)
+    plan: Plan = Plan.free
+
+
+class OrgUpdate(SQLModel):
+    name: str | None = Field(default=None, min_length=1, max_length=120)
+
+
+class OrgPublic(OrgBase):
+    id: str
+    slug: str
+    plan: str
+    created_at: datetime
+    rpm: int | None
+    tpm: int | None
+    tpd: int | None
+    max_concurrency: int | None
+    role: Role | None = None  # the caller's role, when a user asks
+
+
+class Membership(SQLModel, table=True):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("org_id", "user_id"),)
+
+    id: str = Field(default_factory=lambda: new_id("mem"), primary_key=True, max_length=ID_LEN)
+    org_id: str = Field(foreign_key="orgs.id", ondelete="CASCADE", max_length=ID_LEN)
+    user_id: str = Field(foreign_key="users.id", ondelete="CASCADE", index=True, max_length=ID_LEN)
+    role: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class MemberCreate(SQLModel):
+    email: str = Field(max_length=320)
+    role: Role = Role.member
+
+
+class MemberUpdate(SQLModel):
+    role: Role
+
+
+class MemberPublic(SQLModel):
+    user_id: str
+    email: str
+    name: str
+    role: Role
+    created_at: datetime

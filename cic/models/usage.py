@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Index
+from sqlmodel import Field, SQLModel
+
+from cic.models.base import ID_LEN, BigIntPK
+from cic.models.types import UTCDateTime, utcnow
+
+
+class UsageStatus(StrEnum):
+    ok = "ok"
+    error = "error"
+    cancelled = "cancelled"
+
+
+class UsageRecord(SQLModel, table=True):
+    """Exactly one row per inference request. Cost is in integer pico-dollars (tokens × µ$ per 1M)."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_org_id_created_at", "org_id", "created_at"),
+        Index("ix_usage_records_environment_id_created_at", "environment_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    request_id: str = Field(max_length=64, unique=True)
+    org_id: str = Field(max_length=ID_LEN)
+    environment_id: str = Field(max_length=ID_LEN)
+    api_key_id: str = Field(max_length=ID_LEN)
+    model_id: str = Field(max_length=64)
+    region_code: str = Field(default="", max_length=32)
+    node_id: str | None = Field(default=None, max_length=ID_LEN)
+    endpoint: str = Field(max_length=32, description="chat.completions, completions, embeddings")
+    stream: bool = Field(default=False)
+    status: str = Field(max_length=16)
+    http_status: int = Field(default=200)
+    error_code: str | None = Field(default=None, max_length=64)
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
+    latency_ms: int = Field(default=0, ge=0)
+    ttft_ms: int | None = Field(default=None, ge=0)
+    input_per_1m_micros: int = Field(default=0, ge=0, sa_type=BigInteger)
+    output_per_1m_micros: int = Field(default=0, ge=0, sa_type=BigInteger)
+    cost_picousd: int = Field(default=0, ge=0, sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class UsageRow(SQLModel):
+    day: date | None = None
+    model: str | None = None
+    environment: str | None = None
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    errors: int
+    cost: float = Field(description="USD")
+    cost_usd: str = Field(description="USD, exact decimal")
+
+
+class UsageReport(SQLModel):
+    org_id: str
+    since: datetime
+    until: datetime
+    group_by: list[str]
+    rows: list[UsageRow]
+    totals: UsageRow

@@ -1,0 +1,94 @@
+"""One settings object for every process, read from ``CIC_*`` environment variables (and ``.env``)."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+# Published defaults: fine on a laptop, refused anywhere else.
+DEFAULT_SECRET_KEY = "cic-local-secret-change-me"
+DEFAULT_KEY_PEPPER = "cic-local-pepper-change-me"
+DEFAULT_DATABASE_URL = "sqlite:///./.cic/cic.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CIC_", env_file=".env", extra="ignore")
+
+    env: Literal["local", "staging", "production"] = Field(
+        default="local", description="Deployment mode; outside 'local' the default secrets are refused."
+    )
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = Field(
+        default=None, description="Redis for limits, caches and locks; unset means in-process equivalents."
+    )
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    key_pepper: SecretStr = Field(
+        default=SecretStr(DEFAULT_KEY_PEPPER),
+        description="Server-side pepper for the HMAC of API keys and session tokens. Changing it invalidates both.",
+    )
+    public_base_url: str = "http://localhost:8000"
+    session_ttl_hours: int = Field(default=24 * 7, ge=1, le=24 * 90)
+    key_rotation_grace_hours: int = Field(
+        default=24, ge=0, le=24 * 7, description="How long a rotated key keeps working by default."
+    )
+    log_level: str = "INFO"
+    log_json: bool = True
+    sql_echo: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_db_url(cls, value: str) -> str:
+        # psycopg 3 is the only PostgreSQL driver we ship; accept the usual spellings.
+        for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _empty_redis_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.env != "local":
+            bad = []
+            if self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
+                bad.append("CIC_SECRET_KEY")
+            if self.key_pepper.get_secret_value() == DEFAULT_KEY_PEPPER:
+                bad.append("CIC_KEY_PEPPER")
+            if bad:
+                raise ValueError(
+                    f"{' and '.join(bad)} still have their published default values; "
+                    f"set them to long random strings when CIC_ENV={self.env}"
+                )
+            if len(self.secret_key.get_secret_value()) < 32 or len(self.key_pepper.get_secret_value()) < 32:
+                raise ValueError("CIC_SECRET_KEY and CIC_KEY_PEPPER must be at least 32 characters")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_local_dirs(self) -> None:
+        """Create the directory of a SQLite database file (``./.cic/`` by default)."""
+        if self.is_sqlite and ":memory:" not in self.database_url:
+            path = self.database_url.split(":///", 1)[-1]
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
