@@ -48,9 +48,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = engine_from_config(
-        {"sqlalchemy.url": _url()}, prefix="sqlalchemy.", poolclass=pool.NullPool
-    )
+    engine = engine_from_config({"sqlalchemy.url": _url()}, prefix="sqlalchemy.", poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, **_configure_kwargs())
         with context.begin_transaction():

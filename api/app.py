@@ -41,8 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "CIC_REDIS_URL is not set: limits, caches and locks are in-process. "
                 "Run a single API process, or set CIC_REDIS_URL for several workers or instances."
             )
-        log.info("api started", extra={"version": cic.__version__, "env": settings.env,
-                                       "database": settings.database_url.split(":", 1)[0]})
+        log.info(
+            "api started",
+            extra={"version": cic.__version__, "env": settings.env, "database": settings.database_url.split(":", 1)[0]},
+        )
         try:
             yield
         finally:
@@ -76,9 +78,16 @@ async def _request_id(request: Request, call_next: Callable[[Request], Awaitable
     finally:
         logs.request_id_var.reset(token)
     response.headers["x-request-id"] = rid
-    log.debug("request", extra={"method": request.method, "path": request.url.path,
-                                "status": response.status_code, "ms": round((time.perf_counter() - start) * 1e3, 2),
-                                "request_id": rid})
+    log.debug(
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.url.path,
+            "status": response.status_code,
+            "ms": round((time.perf_counter() - start) * 1e3, 2),
+            "request_id": rid,
+        },
+    )
     return response
 
 

@@ -43,8 +43,9 @@ def get_session_token(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-        raise AuthenticationError("Log in first: send 'Authorization: Bearer <session token>'.",
-                                  code="missing_credentials")
+        raise AuthenticationError(
+            "Log in first: send 'Authorization: Bearer <session token>'.", code="missing_credentials"
+        )
     return creds.credentials
 
 

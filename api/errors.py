@@ -36,7 +36,12 @@ def error_body(message: str, type_: str, *, param: str | None = None, code: str 
 
 
 def error_response(
-    status: int, message: str, type_: str, *, param: str | None = None, code: str | None = None,
+    status: int,
+    message: str,
+    type_: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(error_body(message, type_, param=param, code=code), status_code=status, headers=headers)
@@ -58,15 +63,23 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
         msg = (detail.get("ctx") or {}).get("error", "invalid JSON")
-        return error_response(400, f"We could not parse the JSON body of your request ({msg}).",
-                              "invalid_request_error", code="invalid_json")
+        return error_response(
+            400,
+            f"We could not parse the JSON body of your request ({msg}).",
+            "invalid_request_error",
+            code="invalid_json",
+        )
     parts = []
     for e in errors[:5]:
         where = _loc(e.get("loc", ()))
         parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
     first = _loc(errors[0].get("loc", ())) if errors else None
-    body = error_body("Invalid request: " + "; ".join(parts) + ".", "invalid_request_error",
-                      param=first or None, code="validation_failed")
+    body = error_body(
+        "Invalid request: " + "; ".join(parts) + ".",
+        "invalid_request_error",
+        param=first or None,
+        code="validation_failed",
+    )
     body["error"]["details"] = [
         {"loc": _loc(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
     ]
@@ -78,20 +91,27 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else "Request failed."
     if exc.status_code == 404 and message == "Not Found":
         message = "No such endpoint."
-    return error_response(exc.status_code, message, _HTTP_TYPES.get(exc.status_code, "api_error"),
-                          headers=getattr(exc, "headers", None))
+    return error_response(
+        exc.status_code, message, _HTTP_TYPES.get(exc.status_code, "api_error"), headers=getattr(exc, "headers", None)
+    )
 
 
 async def _db_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.error("database unavailable: %s", exc)
-    return error_response(503, "The service is temporarily unavailable; please retry.", "service_unavailable",
-                          code="database_unavailable", headers={"retry-after": "1"})
+    return error_response(
+        503,
+        "The service is temporarily unavailable; please retry.",
+        "service_unavailable",
+        code="database_unavailable",
+        headers={"retry-after": "1"},
+    )
 
 
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "The server had an error while processing your request.", "api_error",
-                          code="internal_error")
+    return error_response(
+        500, "The server had an error while processing your request.", "api_error", code="internal_error"
+    )
 
 
 def install(app: FastAPI) -> None:

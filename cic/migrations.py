@@ -49,9 +49,7 @@ def diff(conn: Connection) -> list[Any]:
     """What autogenerate would still write: empty when the migrations match the models."""
     import cic.models  # noqa: F401
 
-    ctx = MigrationContext.configure(
-        conn, opts={"compare_type": True, "include_object": include_object}
-    )
+    ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object})
     return list(compare_metadata(ctx, SQLModel.metadata))
 
 

@@ -7,6 +7,7 @@ authenticate, and a lookup is one indexed equality match.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -62,9 +63,26 @@ def generate_session_token() -> str:
 # --- passwords -----------------------------------------------------------------------------------
 
 _COMMON = {
-    "password", "password1", "password123", "123456789", "1234567890", "qwertyuiop", "iloveyou",
-    "letmein123", "welcome123", "passw0rd", "administrator", "changeme", "changeme123",
-    "qwerty123", "abc123456", "football1", "baseball1", "11111111", "00000000", "trustno1",
+    "password",
+    "password1",
+    "password123",
+    "123456789",
+    "1234567890",
+    "qwertyuiop",
+    "iloveyou",
+    "letmein123",
+    "welcome123",
+    "passw0rd",
+    "administrator",
+    "changeme",
+    "changeme123",
+    "qwerty123",
+    "abc123456",
+    "football1",
+    "baseball1",
+    "11111111",
+    "00000000",
+    "trustno1",
 }
 
 
@@ -76,8 +94,7 @@ def check_password_strength(password: str, email: str = "") -> None:
     if len(password) > 256:
         problems.append("use at most 256 characters")
     classes = sum(
-        any(pred(c) for c in password)
-        for pred in (str.islower, str.isupper, str.isdigit, lambda c: not c.isalnum())
+        any(pred(c) for c in password) for pred in (str.islower, str.isupper, str.isdigit, lambda c: not c.isalnum())
     )
     if len(password) < 16 and classes < 3:
         problems.append("mix at least three of lower case, upper case, digits and symbols (or use 16+ characters)")
@@ -88,8 +105,9 @@ def check_password_strength(password: str, email: str = "") -> None:
     if len(local) >= 4 and local in lowered:
         problems.append("it must not contain your email address")
     if problems:
-        raise ValidationFailed("Password is too weak: " + "; ".join(problems) + ".", param="password",
-                               code="weak_password")
+        raise ValidationFailed(
+            "Password is too weak: " + "; ".join(problems) + ".", param="password", code="weak_password"
+        )
 
 
 def hash_password(password: str) -> str:
@@ -99,10 +117,8 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     if not password_hash:
         # Same work as a real check, so timing does not reveal which accounts have passwords.
-        try:
+        with contextlib.suppress(VerificationError, InvalidHashError):
             _hasher.verify(_DUMMY_HASH, password)
-        except (VerificationError, InvalidHashError):
-            pass
         return False
     try:
         return _hasher.verify(password_hash, password)

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 log = logging.getLogger(__name__)
 
 # Published defaults: fine on a laptop, refused anywhere else.
-DEFAULT_SECRET_KEY = "cic-local-secret-change-me"
+DEFAULT_SECRET_KEY = "cic-local-secret-change-me"  # noqa: S105 - refused outside local mode
 DEFAULT_KEY_PEPPER = "cic-local-pepper-change-me"
 DEFAULT_DATABASE_URL = "sqlite:///./.cic/cic.db"
 

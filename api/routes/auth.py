@@ -17,8 +17,12 @@ def _issue(request: Request, session: SessionDep, settings: SettingsDep, user_id
     user = session.get(users.User, user_id)
     assert user is not None
     token, row = users.start_session(
-        session, user, pepper=settings.key_pepper.get_secret_value(), ttl_hours=settings.session_ttl_hours,
-        user_agent=request.headers.get("user-agent", ""), ip=request.client.host if request.client else "",
+        session,
+        user,
+        pepper=settings.key_pepper.get_secret_value(),
+        ttl_hours=settings.session_ttl_hours,
+        user_agent=request.headers.get("user-agent", ""),
+        ip=request.client.host if request.client else "",
     )
     session.commit()
     return SessionToken(token=token, expires_at=row.expires_at, user=user_public(user))

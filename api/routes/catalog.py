@@ -13,8 +13,13 @@ router = APIRouter(tags=["catalog"])
 def _model_public(session: Session, m: CatalogModel) -> ModelPublic:
     prices = catalog.prices_in_force(session, m.id)
     return ModelPublic(
-        id=m.id, name=m.name, family=m.family, kind=ModelKind(m.kind), context_length=m.context_length,
-        vram_gb=m.vram_gb, provider=m.provider,
+        id=m.id,
+        name=m.name,
+        family=m.family,
+        kind=ModelKind(m.kind),
+        context_length=m.context_length,
+        vram_gb=m.vram_gb,
+        provider=m.provider,
         prices=[
             PricePublic(region=r, input_per_1m=p.input_per_1m_micros / 1e6, output_per_1m=p.output_per_1m_micros / 1e6)
             for r, p in sorted(prices.items())

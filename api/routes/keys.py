@@ -48,12 +48,20 @@ def revoke_key(org: str, key_id: str, actor: ActorDep, session: SessionDep) -> A
 
 @router.post("/{key_id}/rotate", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 def rotate_key(
-    org: str, key_id: str, actor: ActorDep, session: SessionDep, settings: SettingsDep,
+    org: str,
+    key_id: str,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
     body: ApiKeyRotate | None = None,
 ) -> ApiKeyCreated:
     """Issue a replacement key; the old one keeps working for ``grace_hours`` (default 24), then stops."""
     created, _old = keys.rotate_key(
-        session, actor, org, key_id, pepper=settings.key_pepper.get_secret_value(),
+        session,
+        actor,
+        org,
+        key_id,
+        pepper=settings.key_pepper.get_secret_value(),
         grace_hours=body.grace_hours if body else None,
     )
     session.commit()

@@ -39,8 +39,15 @@ orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
 envs_app = typer.Typer(help="Environments of an organization.", no_args_is_help=True)
 keys_app = typer.Typer(help="Inference API keys.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and cost.", no_args_is_help=True)
-for sub, name in ((db_app, "db"), (catalog_app, "catalog"), (users_app, "users"), (orgs_app, "orgs"),
-                  (envs_app, "envs"), (keys_app, "keys"), (usage_app, "usage")):
+for sub, name in (
+    (db_app, "db"),
+    (catalog_app, "catalog"),
+    (users_app, "users"),
+    (orgs_app, "orgs"),
+    (envs_app, "envs"),
+    (keys_app, "keys"),
+    (usage_app, "usage"),
+):
     app.add_typer(sub, name=name)
 
 T = TypeVar("T")
@@ -140,10 +147,16 @@ def catalog_list() -> None:
         out = {
             "regions": [r.code for r in catalog.list_regions(session)],
             "models": [
-                {"id": m.id, "kind": m.kind, "context_length": m.context_length, "vram_gb": m.vram_gb,
-                 "prices": {r: {"input_per_1m": p.input_per_1m_micros / 1e6,
-                                "output_per_1m": p.output_per_1m_micros / 1e6}
-                            for r, p in sorted(catalog.prices_in_force(session, m.id).items())}}
+                {
+                    "id": m.id,
+                    "kind": m.kind,
+                    "context_length": m.context_length,
+                    "vram_gb": m.vram_gb,
+                    "prices": {
+                        r: {"input_per_1m": p.input_per_1m_micros / 1e6, "output_per_1m": p.output_per_1m_micros / 1e6}
+                        for r, p in sorted(catalog.prices_in_force(session, m.id).items())
+                    },
+                }
                 for m in catalog.list_models(session)
             ],
         }
@@ -173,8 +186,9 @@ def users_create(
     """Create an account. The password is prompted for, or read from CIC_PASSWORD or stdin."""
     password = None if no_password else _read_password(password_stdin)
     with _db() as (session, _):
-        user = users.create_user(session, email=email, password=password, name=name, is_platform_admin=admin,
-                                 actor=SYSTEM)
+        user = users.create_user(
+            session, email=email, password=password, name=name, is_platform_admin=admin, actor=SYSTEM
+        )
         out = {"id": user.id, "email": user.email, "is_platform_admin": user.is_platform_admin}
     _emit(out)
 
@@ -234,8 +248,9 @@ def envs_create(
     name: Annotated[str, typer.Option(help="dev, staging, prod, or your own")],
     region: Annotated[str, typer.Option(help="region code, e.g. us-east")],
     models: Annotated[str, typer.Option(help="comma-separated model ids")],
-    allow_cross_region: Annotated[bool, typer.Option(
-        "--allow-cross-region/--no-cross-region", help="may fail over to other regions")] = False,
+    allow_cross_region: Annotated[
+        bool, typer.Option("--allow-cross-region/--no-cross-region", help="may fail over to other regions")
+    ] = False,
     rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
     tpm: Annotated[int | None, typer.Option(help="tokens per minute")] = None,
     tpd: Annotated[int | None, typer.Option(help="tokens per day")] = None,
@@ -243,9 +258,16 @@ def envs_create(
 ) -> None:
     """Create an environment; prints it as JSON."""
     try:
-        data = EnvironmentCreate(name=name, region=region, models=_csv(models) or [],
-                                 allow_cross_region_failover=allow_cross_region,
-                                 rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency)
+        data = EnvironmentCreate(
+            name=name,
+            region=region,
+            models=_csv(models) or [],
+            allow_cross_region_failover=allow_cross_region,
+            rpm=rpm,
+            tpm=tpm,
+            tpd=tpd,
+            max_concurrency=max_concurrency,
+        )
     except ValidationError as exc:
         _fail(_pydantic_message(exc))
     with _db() as (session, settings):
@@ -281,8 +303,16 @@ def keys_create(
 ) -> None:
     """Create a key. The JSON has the plaintext `key`: the only time it is shown."""
     try:
-        data = ApiKeyCreate(name=name, environment=env, rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency,
-                            expires_in_days=expires_in, allowed_models=_csv(models))
+        data = ApiKeyCreate(
+            name=name,
+            environment=env,
+            rpm=rpm,
+            tpm=tpm,
+            tpd=tpd,
+            max_concurrency=max_concurrency,
+            expires_in_days=expires_in,
+            allowed_models=_csv(models),
+        )
     except ValidationError as exc:
         _fail(_pydantic_message(exc))
     with _db() as (session, settings):
@@ -322,8 +352,9 @@ def keys_rotate(
 ) -> None:
     """Issue a replacement key; the old one works for the grace period. Prints the new plaintext key."""
     with _db() as (session, settings):
-        created, old = keys.rotate_key(session, SYSTEM, org, key_id, pepper=settings.key_pepper.get_secret_value(),
-                                       grace_hours=grace_hours)
+        created, old = keys.rotate_key(
+            session, SYSTEM, org, key_id, pepper=settings.key_pepper.get_secret_value(), grace_hours=grace_hours
+        )
         out = key_created(created).model_dump(mode="json")
         out["old_key_valid_until"] = old.revoked_at.isoformat() if old.revoked_at else None
     _emit(out)
@@ -355,26 +386,43 @@ def usage_show(
     with _db() as (session, _):
         rep = usage.report(session, SYSTEM, org, since=_parse_since(since), env_ref=env, group_by=["model"])
     if as_json:
-        _emit({
-            "org_id": rep.org_id, "since": rep.since.isoformat(), "until": rep.until.isoformat(),
-            "models": [
-                {"model": r.model, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
-                 "completion_tokens": r.completion_tokens, "cached_tokens": r.cached_tokens, "errors": r.errors,
-                 "cost": r.cost, "cost_usd": r.cost_usd}
-                for r in rep.rows
-            ],
-            "totals": {"requests": rep.totals.requests, "prompt_tokens": rep.totals.prompt_tokens,
-                       "completion_tokens": rep.totals.completion_tokens, "cost": rep.totals.cost,
-                       "cost_usd": rep.totals.cost_usd},
-        })
+        _emit(
+            {
+                "org_id": rep.org_id,
+                "since": rep.since.isoformat(),
+                "until": rep.until.isoformat(),
+                "models": [
+                    {
+                        "model": r.model,
+                        "requests": r.requests,
+                        "prompt_tokens": r.prompt_tokens,
+                        "completion_tokens": r.completion_tokens,
+                        "cached_tokens": r.cached_tokens,
+                        "errors": r.errors,
+                        "cost": r.cost,
+                        "cost_usd": r.cost_usd,
+                    }
+                    for r in rep.rows
+                ],
+                "totals": {
+                    "requests": rep.totals.requests,
+                    "prompt_tokens": rep.totals.prompt_tokens,
+                    "completion_tokens": rep.totals.completion_tokens,
+                    "cost": rep.totals.cost,
+                    "cost_usd": rep.totals.cost_usd,
+                },
+            }
+        )
         return
     header = f"{'model':<22}{'requests':>10}{'prompt':>14}{'completion':>14}{'cost (USD)':>16}"
     typer.echo(f"usage of {org} since {rep.since:%Y-%m-%d %H:%M} UTC")
     typer.echo(header)
     for r in [*rep.rows, rep.totals]:
         label = r.model if r is not rep.totals else "total"
-        typer.echo(f"{label or '':<22}{r.requests:>10}{r.prompt_tokens:>14}{r.completion_tokens:>14}"
-                   f"{r.cost_usd.rstrip('0').rstrip('.') or '0':>16}")
+        typer.echo(
+            f"{label or '':<22}{r.requests:>10}{r.prompt_tokens:>14}{r.completion_tokens:>14}"
+            f"{r.cost_usd.rstrip('0').rstrip('.') or '0':>16}"
+        )
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -395,8 +443,17 @@ def run_api(
         typer.echo("warning: several workers without CIC_REDIS_URL: limits and caches are per worker", err=True)
     if workers > 1 and settings.is_sqlite:
         typer.echo("warning: several workers on SQLite serialise writes; use PostgreSQL in production", err=True)
-    uvicorn.run("api.app:app_factory", factory=True, host=host, port=port, workers=workers, reload=reload,
-                log_config=None, proxy_headers=True, access_log=False)
+    uvicorn.run(
+        "api.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        log_config=None,
+        proxy_headers=True,
+        access_log=False,
+    )
 
 
 def _pydantic_message(exc: ValidationError) -> str:

@@ -41,14 +41,12 @@ class EnvironmentModel(SQLModel, table=True):
 
     __tablename__ = "environment_models"
 
-    environment_id: str = Field(
-        foreign_key="environments.id", ondelete="CASCADE", primary_key=True, max_length=ID_LEN
-    )
+    environment_id: str = Field(foreign_key="environments.id", ondelete="CASCADE", primary_key=True, max_length=ID_LEN)
     model_id: str = Field(foreign_key="models.id", primary_key=True, max_length=64)
 
 
 class EnvironmentCreate(LimitsMixin):
-    name: str = Field(max_length=32, regex=ENV_NAME_PATTERN)
+    name: str = Field(max_length=32, schema_extra={"pattern": ENV_NAME_PATTERN})
     region: str = Field(max_length=32)
     models: list[str] = Field(min_length=1, max_length=100)
     allow_cross_region_failover: bool = False

@@ -16,9 +16,7 @@ class ApiKey(LimitsMixin, table=True):
 
     id: str = Field(default_factory=lambda: new_id("key"), primary_key=True, max_length=ID_LEN)
     org_id: str = Field(foreign_key="orgs.id", ondelete="CASCADE", index=True, max_length=ID_LEN)
-    environment_id: str = Field(
-        foreign_key="environments.id", ondelete="CASCADE", index=True, max_length=ID_LEN
-    )
+    environment_id: str = Field(foreign_key="environments.id", ondelete="CASCADE", index=True, max_length=ID_LEN)
     name: str = Field(max_length=100)
     prefix: str = Field(max_length=64, description="the first characters of the key, safe to display")
     last4: str = Field(max_length=4)

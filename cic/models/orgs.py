@@ -52,7 +52,7 @@ class Org(OrgBase, LimitsMixin, table=True):
 
 
 class OrgCreate(OrgBase):
-    slug: str | None = Field(default=None, max_length=48, regex=SLUG_PATTERN)
+    slug: str | None = Field(default=None, max_length=48, schema_extra={"pattern": SLUG_PATTERN})
     plan: Plan = Plan.free
 
 

@@ -61,6 +61,6 @@ class UserSession(SQLModel, table=True):
 
 class SessionToken(SQLModel):
     token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_at: datetime
     user: UserPublic

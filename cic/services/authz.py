@@ -42,9 +42,7 @@ def find_org(session: Session, ref: str) -> Org | None:
 
 
 def role_in(session: Session, org_id: str, user_id: str) -> Role | None:
-    m = session.exec(
-        select(Membership).where(Membership.org_id == org_id, Membership.user_id == user_id)
-    ).first()
+    m = session.exec(select(Membership).where(Membership.org_id == org_id, Membership.user_id == user_id)).first()
     return Role(m.role) if m else None
 
 

@@ -30,7 +30,11 @@ def seed(session: Session) -> SeedResult:
         session.add(row)
     for m in MODELS:
         row_m = session.get(CatalogModel, m.id) or CatalogModel(
-            id=m.id, name=m.name, family=m.family, kind=m.kind, context_length=m.context_length,
+            id=m.id,
+            name=m.name,
+            family=m.family,
+            kind=m.kind,
+            context_length=m.context_length,
             vram_gb=m.vram_gb,
         )
         row_m.name, row_m.family, row_m.kind = m.name, m.family, m.kind
@@ -44,12 +48,15 @@ def seed(session: Session) -> SeedResult:
                 select(ModelPrice.id).where(ModelPrice.model_id == m.id, ModelPrice.region_code == r.code)
             ).first()
             if exists is None:
-                session.add(ModelPrice(
-                    model_id=m.id, region_code=r.code,
-                    input_per_1m_micros=micros(m.input_per_1m * r.price_factor),
-                    output_per_1m_micros=micros(m.output_per_1m * r.price_factor),
-                    effective_from=SEED_EFFECTIVE_FROM,
-                ))
+                session.add(
+                    ModelPrice(
+                        model_id=m.id,
+                        region_code=r.code,
+                        input_per_1m_micros=micros(m.input_per_1m * r.price_factor),
+                        output_per_1m_micros=micros(m.output_per_1m * r.price_factor),
+                        effective_from=SEED_EFFECTIVE_FROM,
+                    )
+                )
                 added += 1
     session.flush()
     return SeedResult(regions=len(REGIONS), models=len(MODELS), prices_added=added)
@@ -80,8 +87,9 @@ def require_region(session: Session, code: str) -> Region:
     r = session.get(Region, code)
     if r is None or not r.active:
         known = ", ".join(x.code for x in list_regions(session))
-        raise ValidationFailed(f"Unknown region '{code}'. Known regions: {known}.", param="region",
-                               code="unknown_region")
+        raise ValidationFailed(
+            f"Unknown region '{code}'. Known regions: {known}.", param="region", code="unknown_region"
+        )
     return r
 
 
@@ -90,14 +98,17 @@ def require_models(session: Session, ids: list[str]) -> list[str]:
     wanted = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
     if not wanted:
         raise ValidationFailed("Enable at least one model.", param="models", code="no_models")
-    found = set(session.exec(
-        select(CatalogModel.id).where(col(CatalogModel.id).in_(wanted), col(CatalogModel.active).is_(True))
-    ))
+    found = set(
+        session.exec(
+            select(CatalogModel.id).where(col(CatalogModel.id).in_(wanted), col(CatalogModel.active).is_(True))
+        )
+    )
     unknown = [i for i in wanted if i not in found]
     if unknown:
         raise ValidationFailed(
             f"Unknown model{'s' if len(unknown) > 1 else ''}: {', '.join(repr(u) for u in unknown)}.",
-            param="models", code="unknown_model",
+            param="models",
+            code="unknown_model",
         )
     return wanted
 

@@ -24,17 +24,20 @@ def find_env(session: Session, org: Org, ref: str) -> Environment:
     q = q.where(Environment.id == ref) if ref.startswith("env_") else q.where(Environment.name == ref.lower())
     env = session.exec(q).first()
     if env is None:
-        raise NotFound(f"Environment '{ref}' not found in '{org.slug}'.", param="environment",
-                       code="environment_not_found")
+        raise NotFound(
+            f"Environment '{ref}' not found in '{org.slug}'.", param="environment", code="environment_not_found"
+        )
     return env
 
 
 def enabled_models(session: Session, env_id: str) -> list[str]:
-    return list(session.exec(
-        select(EnvironmentModel.model_id)
-        .where(EnvironmentModel.environment_id == env_id)
-        .order_by(col(EnvironmentModel.model_id))
-    ))
+    return list(
+        session.exec(
+            select(EnvironmentModel.model_id)
+            .where(EnvironmentModel.environment_id == env_id)
+            .order_by(col(EnvironmentModel.model_id))
+        )
+    )
 
 
 def _set_models(session: Session, env: Environment, models: list[str]) -> None:
@@ -51,18 +54,23 @@ def create_env(session: Session, actor: Actor, org_ref: str, data: EnvironmentCr
     if not _NAME_RE.match(name):
         raise ValidationFailed(
             f"'{data.name}' is not a valid environment name: start with a letter; use up to 31 lower-case "
-            "letters, digits and dashes.", param="name", code="invalid_name",
+            "letters, digits and dashes.",
+            param="name",
+            code="invalid_name",
         )
     catalog.require_region(session, data.region)
     models = catalog.require_models(session, data.models)
-    exists = session.exec(select(Environment.id).where(
-        Environment.org_id == org.id, Environment.name == name, col(Environment.deleted_at).is_(None)
-    )).first()
+    exists = session.exec(
+        select(Environment.id).where(
+            Environment.org_id == org.id, Environment.name == name, col(Environment.deleted_at).is_(None)
+        )
+    ).first()
     if exists:
-        raise Conflict(f"Environment '{name}' already exists in '{org.slug}'.", param="name",
-                       code="environment_exists")
+        raise Conflict(f"Environment '{name}' already exists in '{org.slug}'.", param="name", code="environment_exists")
     env = Environment(
-        org_id=org.id, name=name, region_code=data.region,
+        org_id=org.id,
+        name=name,
+        region_code=data.region,
         allow_cross_region_failover=data.allow_cross_region_failover,
         **{f: getattr(data, f) for f in LIMIT_FIELDS},
     )
@@ -70,11 +78,21 @@ def create_env(session: Session, actor: Actor, org_ref: str, data: EnvironmentCr
     try:
         session.flush()
     except IntegrityError as exc:
-        raise Conflict(f"Environment '{name}' already exists in '{org.slug}'.", param="name",
-                       code="environment_exists") from exc
+        raise Conflict(
+            f"Environment '{name}' already exists in '{org.slug}'.", param="name", code="environment_exists"
+        ) from exc
     _set_models(session, env, models)
-    audit.record(session, actor, "environment.created", org_id=org.id, target_type="environment",
-                 target_id=env.id, name=name, region=data.region, models=models)
+    audit.record(
+        session,
+        actor,
+        "environment.created",
+        org_id=org.id,
+        target_type="environment",
+        target_id=env.id,
+        name=name,
+        region=data.region,
+        models=models,
+    )
     session.flush()
     return env
 
@@ -112,8 +130,15 @@ def update_env(
             setattr(env, f, changes[f])
     env.updated_at = utcnow()
     session.add(env)
-    audit.record(session, actor, "environment.updated", org_id=org.id, target_type="environment",
-                 target_id=env.id, changes=changes)
+    audit.record(
+        session,
+        actor,
+        "environment.updated",
+        org_id=org.id,
+        target_type="environment",
+        target_id=env.id,
+        changes=changes,
+    )
     session.flush()
     return org, env
 
@@ -126,11 +151,18 @@ def delete_env(session: Session, actor: Actor, org_ref: str, env_ref: str) -> En
     env.deleted_at = now
     session.add(env)
     revoked = 0
-    for key in session.exec(select(ApiKey).where(ApiKey.environment_id == env.id,
-                                                 col(ApiKey.revoked_at).is_(None))):
+    for key in session.exec(select(ApiKey).where(ApiKey.environment_id == env.id, col(ApiKey.revoked_at).is_(None))):
         key.revoked_at = now
         session.add(key)
         revoked += 1
-    audit.record(session, actor, "environment.deleted", org_id=org.id, target_type="environment",
-                 target_id=env.id, name=env.name, keys_revoked=revoked)
+    audit.record(
+        session,
+        actor,
+        "environment.deleted",
+        org_id=org.id,
+        target_type="environment",
+        target_id=env.id,
+        name=env.name,
+        keys_revoked=revoked,
+    )
     return env

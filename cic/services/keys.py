@@ -43,7 +43,8 @@ def _check_allowed_models(session: Session, env: Environment, models: list[str] 
     if outside:
         raise ValidationFailed(
             f"Models not enabled in environment '{env.name}': {', '.join(repr(m) for m in outside)}.",
-            param="allowed_models", code="unknown_model",
+            param="allowed_models",
+            code="unknown_model",
         )
     return wanted
 
@@ -61,14 +62,29 @@ def create_key(session: Session, actor: Actor, org_ref: str, data: ApiKeyCreate,
     allowed = _check_allowed_models(session, env, data.allowed_models)
     new = security.generate_api_key(pepper, env.name)
     key = ApiKey(
-        org_id=org.id, environment_id=env.id, name=data.name.strip(), prefix=new.prefix, last4=new.last4,
-        key_hash=new.hash, allowed_models=allowed, created_by=actor.name,
+        org_id=org.id,
+        environment_id=env.id,
+        name=data.name.strip(),
+        prefix=new.prefix,
+        last4=new.last4,
+        key_hash=new.hash,
+        allowed_models=allowed,
+        created_by=actor.name,
         expires_at=utcnow() + timedelta(days=data.expires_in_days) if data.expires_in_days else None,
         **{f: getattr(data, f) for f in LIMIT_FIELDS},
     )
     session.add(key)
-    audit.record(session, actor, "key.created", org_id=org.id, target_type="api_key", target_id=key.id,
-                 name=key.name, environment=env.name, prefix=key.prefix)
+    audit.record(
+        session,
+        actor,
+        "key.created",
+        org_id=org.id,
+        target_type="api_key",
+        target_id=key.id,
+        name=key.name,
+        environment=env.name,
+        prefix=key.prefix,
+    )
     session.flush()
     return CreatedKey(key=key, env=env, plaintext=new.plaintext)
 
@@ -107,7 +123,7 @@ def update_key(
     org, _ = authorize_org(session, actor, org_ref, Role.admin)
     key, env = _get(session, org, key_id)
     changes = data.model_dump(exclude_unset=True)
-    if "name" in changes and changes["name"]:
+    if changes.get("name"):
         key.name = changes["name"].strip()
     if "allowed_models" in changes:
         key.allowed_models = _check_allowed_models(session, env, changes["allowed_models"])
@@ -115,8 +131,7 @@ def update_key(
         if f in changes:
             setattr(key, f, changes[f])
     session.add(key)
-    audit.record(session, actor, "key.updated", org_id=org.id, target_type="api_key", target_id=key.id,
-                 changes=changes)
+    audit.record(session, actor, "key.updated", org_id=org.id, target_type="api_key", target_id=key.id, changes=changes)
     return key, env
 
 
@@ -140,14 +155,22 @@ def rotate_key(
     old, env = _get(session, org, key_id)
     now = utcnow()
     if key_status(old, now) != "active":
-        raise ValidationFailed(f"API key '{key_id}' is {key_status(old, now)} and cannot be rotated.",
-                               param="key_id", code="key_inactive")
+        raise ValidationFailed(
+            f"API key '{key_id}' is {key_status(old, now)} and cannot be rotated.", param="key_id", code="key_inactive"
+        )
     grace = DEFAULT_ROTATION_GRACE_HOURS if grace_hours is None else grace_hours
     new = security.generate_api_key(pepper, env.name)
     replacement = ApiKey(
-        org_id=org.id, environment_id=env.id, name=old.name, prefix=new.prefix, last4=new.last4,
-        key_hash=new.hash, allowed_models=old.allowed_models, created_by=actor.name,
-        expires_at=old.expires_at, rotated_from_id=old.id,
+        org_id=org.id,
+        environment_id=env.id,
+        name=old.name,
+        prefix=new.prefix,
+        last4=new.last4,
+        key_hash=new.hash,
+        allowed_models=old.allowed_models,
+        created_by=actor.name,
+        expires_at=old.expires_at,
+        rotated_from_id=old.id,
         **{f: getattr(old, f) for f in LIMIT_FIELDS},
     )
     session.add(replacement)
@@ -155,8 +178,16 @@ def rotate_key(
     cutoff = now + timedelta(hours=grace)
     old.revoked_at = min(cutoff, old.expires_at) if old.expires_at else cutoff
     session.add(old)
-    audit.record(session, actor, "key.rotated", org_id=org.id, target_type="api_key", target_id=old.id,
-                 replacement=replacement.id, old_key_valid_until=old.revoked_at.isoformat())
+    audit.record(
+        session,
+        actor,
+        "key.rotated",
+        org_id=org.id,
+        target_type="api_key",
+        target_id=old.id,
+        replacement=replacement.id,
+        old_key_valid_until=old.revoked_at.isoformat(),
+    )
     session.flush()
     return CreatedKey(key=replacement, env=env, plaintext=new.plaintext), old
 
@@ -193,8 +224,13 @@ def authenticate_key(session: Session, plaintext: str, *, pepper: str) -> KeyIde
         reason = "expired" if status == "expired" else "revoked"
         raise AuthenticationError(f"This API key is {reason}.", code="invalid_api_key")
     return KeyIdentity(
-        key_id=key.id, org_id=key.org_id, environment_id=env.id, environment=env.name, region=env.region_code,
+        key_id=key.id,
+        org_id=key.org_id,
+        environment_id=env.id,
+        environment=env.name,
+        region=env.region_code,
         models=tuple(enabled_models(session, env.id)),
         allowed_models=tuple(key.allowed_models) if key.allowed_models is not None else None,
-        expires_at=key.expires_at, revoked_at=key.revoked_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
     )

@@ -36,22 +36,34 @@ def create_org(
     slug = (slug or slugify(name)).lower()
     if not _SLUG_RE.match(slug):
         raise ValidationFailed(
-            f"'{slug}' is not a valid slug: use 1-48 lower-case letters, digits and dashes.", param="slug",
+            f"'{slug}' is not a valid slug: use 1-48 lower-case letters, digits and dashes.",
+            param="slug",
             code="invalid_slug",
         )
     if session.exec(select(Org.id).where(Org.slug == slug)).first() is not None:
-        raise Conflict(f"The organization slug '{slug}' is taken; choose another slug.", param="slug",
-                       code="slug_taken")
+        raise Conflict(
+            f"The organization slug '{slug}' is taken; choose another slug.", param="slug", code="slug_taken"
+        )
     org = Org(name=name, slug=slug, plan=plan.value)
     session.add(org)
     try:
         session.flush()
     except IntegrityError as exc:
-        raise Conflict(f"The organization slug '{slug}' is taken; choose another slug.", param="slug",
-                       code="slug_taken") from exc
+        raise Conflict(
+            f"The organization slug '{slug}' is taken; choose another slug.", param="slug", code="slug_taken"
+        ) from exc
     session.add(Membership(org_id=org.id, user_id=owner.id, role=Role.owner.value))
-    audit.record(session, actor, "org.created", org_id=org.id, target_type="org", target_id=org.id,
-                 slug=slug, owner=owner.id, plan=plan.value)
+    audit.record(
+        session,
+        actor,
+        "org.created",
+        org_id=org.id,
+        target_type="org",
+        target_id=org.id,
+        slug=slug,
+        owner=owner.id,
+        plan=plan.value,
+    )
     session.flush()
     return org
 
@@ -100,35 +112,31 @@ def add_member(session: Session, actor: Actor, ref: str, *, email: str, role: Ro
     _check_can_grant(actor_role, role)
     user = users.get_by_email(session, email)
     if user is None:
-        raise NotFound(f"No account with email '{email}'; ask them to sign up first.", param="email",
-                       code="user_not_found")
-    if session.exec(
-        select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
-    ).first():
-        raise Conflict(f"'{user.email}' is already a member of '{org.slug}'.", param="email",
-                       code="already_member")
+        raise NotFound(
+            f"No account with email '{email}'; ask them to sign up first.", param="email", code="user_not_found"
+        )
+    if session.exec(select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)).first():
+        raise Conflict(f"'{user.email}' is already a member of '{org.slug}'.", param="email", code="already_member")
     m = Membership(org_id=org.id, user_id=user.id, role=role.value)
     session.add(m)
-    audit.record(session, actor, "member.added", org_id=org.id, target_type="user", target_id=user.id,
-                 role=role.value)
+    audit.record(session, actor, "member.added", org_id=org.id, target_type="user", target_id=user.id, role=role.value)
     session.flush()
     return m, user
 
 
 def _membership(session: Session, org: Org, user_id: str) -> Membership:
-    m = session.exec(
-        select(Membership).where(Membership.org_id == org.id, Membership.user_id == user_id)
-    ).first()
+    m = session.exec(select(Membership).where(Membership.org_id == org.id, Membership.user_id == user_id)).first()
     if m is None:
-        raise NotFound(f"User '{user_id}' is not a member of '{org.slug}'.", param="user_id",
-                       code="member_not_found")
+        raise NotFound(f"User '{user_id}' is not a member of '{org.slug}'.", param="user_id", code="member_not_found")
     return m
 
 
 def _owners(session: Session, org: Org) -> int:
-    return len(session.exec(
-        select(Membership.id).where(Membership.org_id == org.id, Membership.role == Role.owner.value)
-    ).all())
+    return len(
+        session.exec(
+            select(Membership.id).where(Membership.org_id == org.id, Membership.role == Role.owner.value)
+        ).all()
+    )
 
 
 def change_role(session: Session, actor: Actor, ref: str, user_id: str, role: Role) -> Membership:
@@ -139,12 +147,19 @@ def change_role(session: Session, actor: Actor, ref: str, user_id: str, role: Ro
     if current is Role.owner and actor_role is not Role.owner:
         raise PermissionDenied("Only an owner can change an owner's role.", code="insufficient_role")
     if current is Role.owner and role is not Role.owner and _owners(session, org) == 1:
-        raise Conflict("An organization needs at least one owner; make someone else owner first.",
-                       code="last_owner")
+        raise Conflict("An organization needs at least one owner; make someone else owner first.", code="last_owner")
     m.role = role.value
     session.add(m)
-    audit.record(session, actor, "member.role_changed", org_id=org.id, target_type="user", target_id=user_id,
-                 role=role.value, previous=current.value)
+    audit.record(
+        session,
+        actor,
+        "member.role_changed",
+        org_id=org.id,
+        target_type="user",
+        target_id=user_id,
+        role=role.value,
+        previous=current.value,
+    )
     return m
 
 
@@ -158,7 +173,8 @@ def remove_member(session: Session, actor: Actor, ref: str, user_id: str) -> Non
         if not leaving_self and actor_role is not Role.owner:
             raise PermissionDenied("Only an owner can remove an owner.", code="insufficient_role")
         if _owners(session, org) == 1:
-            raise Conflict("An organization needs at least one owner; make someone else owner first.",
-                           code="last_owner")
+            raise Conflict(
+                "An organization needs at least one owner; make someone else owner first.", code="last_owner"
+            )
     session.delete(m)
     audit.record(session, actor, "member.removed", org_id=org.id, target_type="user", target_id=user_id)

@@ -86,13 +86,15 @@ def report(
         q = q.where(UsageRecord.environment_id == env_id)
     if keys:
         q = q.group_by(*keys).order_by(*keys)
-    rows = [_row(dict(r._mapping)) for r in session.exec(q)]  # type: ignore[call-overload]
-    totals = _row({
-        "requests": sum(r.requests for r in rows),
-        "prompt_tokens": sum(r.prompt_tokens for r in rows),
-        "completion_tokens": sum(r.completion_tokens for r in rows),
-        "cached_tokens": sum(r.cached_tokens for r in rows),
-        "errors": sum(r.errors for r in rows),
-        "cost_picousd": sum(int(Decimal(r.cost_usd) * PICO) for r in rows),
-    })
+    rows = [_row(dict(r._mapping)) for r in session.exec(q)]
+    totals = _row(
+        {
+            "requests": sum(r.requests for r in rows),
+            "prompt_tokens": sum(r.prompt_tokens for r in rows),
+            "completion_tokens": sum(r.completion_tokens for r in rows),
+            "cached_tokens": sum(r.cached_tokens for r in rows),
+            "errors": sum(r.errors for r in rows),
+            "cost_picousd": sum(int(Decimal(r.cost_usd) * PICO) for r in rows),
+        }
+    )
     return UsageReport(org_id=org.id, since=since, until=until, group_by=list(group_by), rows=rows, totals=totals)

@@ -20,8 +20,9 @@ def normalise_email(email: str) -> str:
     try:
         return validate_email(email.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
-        raise ValidationFailed(f"'{email}' is not a valid email address: {exc}", param="email",
-                               code="invalid_email") from exc
+        raise ValidationFailed(
+            f"'{email}' is not a valid email address: {exc}", param="email", code="invalid_email"
+        ) from exc
 
 
 def get_by_email(session: Session, email: str) -> User | None:
@@ -42,8 +43,7 @@ def create_user(
     if password is not None:
         security.check_password_strength(password, email)
     if get_by_email(session, email) is not None:
-        raise Conflict(f"An account with email '{email}' already exists.", param="email",
-                       code="email_taken")
+        raise Conflict(f"An account with email '{email}' already exists.", param="email", code="email_taken")
     user = User(
         email=email,
         name=name.strip(),
@@ -54,8 +54,7 @@ def create_user(
     try:
         session.flush()
     except IntegrityError as exc:  # a concurrent sign-up with the same email
-        raise Conflict(f"An account with email '{email}' already exists.", param="email",
-                       code="email_taken") from exc
+        raise Conflict(f"An account with email '{email}' already exists.", param="email", code="email_taken") from exc
     audit.record(session, actor or Actor.user(user.id), "user.created", target_type="user", target_id=user.id)
     return user
 
@@ -68,8 +67,7 @@ def set_password(session: Session, email: str, password: str, actor: Actor) -> U
     user.password_hash = security.hash_password(password)
     session.add(user)
     # A new password ends every existing session.
-    for s in session.exec(select(UserSession).where(UserSession.user_id == user.id,
-                                                    UserSession.revoked_at == None)):  # noqa: E711
+    for s in session.exec(select(UserSession).where(UserSession.user_id == user.id, UserSession.revoked_at == None)):  # noqa: E711
         s.revoked_at = utcnow()
         session.add(s)
     audit.record(session, actor, "user.password_set", target_type="user", target_id=user.id)
@@ -108,9 +106,7 @@ def resolve_session(session: Session, token: str, *, pepper: str) -> User:
     """The user a session token belongs to, or ``AuthenticationError``."""
     if not token.startswith(security.SESSION_PREFIX + "_"):
         raise AuthenticationError("Invalid session token.", code="invalid_session")
-    row = session.exec(
-        select(UserSession).where(UserSession.token_hash == security.hash_secret(pepper, token))
-    ).first()
+    row = session.exec(select(UserSession).where(UserSession.token_hash == security.hash_secret(pepper, token))).first()
     now = utcnow()
     if row is None or row.revoked_at is not None:
         raise AuthenticationError("Invalid session token.", code="invalid_session")
@@ -123,9 +119,7 @@ def resolve_session(session: Session, token: str, *, pepper: str) -> User:
 
 
 def end_session(session: Session, token: str, *, pepper: str) -> None:
-    row = session.exec(
-        select(UserSession).where(UserSession.token_hash == security.hash_secret(pepper, token))
-    ).first()
+    row = session.exec(select(UserSession).where(UserSession.token_hash == security.hash_secret(pepper, token))).first()
     if row is not None and row.revoked_at is None:
         row.revoked_at = utcnow()
         session.add(row)
