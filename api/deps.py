@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from cic import events
 from cic.errors import AuthenticationError
 from cic.models import User
 from cic.services import users
@@ -27,9 +28,11 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
-def get_db(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    """A session per request. Routes commit what they change; anything uncommitted is rolled back."""
+def get_db(request: Request, engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    """A session per request. Routes commit what they change; anything uncommitted is rolled back.
+    After a commit, what the change invalidates is published to every worker's caches."""
     with Session(engine, expire_on_commit=False) as session:
+        events.attach_publisher(session, request.app.state.publisher)
         yield session
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
+from cic import events
 from cic.settings import Settings
 
 
@@ -37,9 +38,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session whose work is committed on success and rolled back on any error."""
+def session_scope(engine: Engine, publisher: events.Publisher | None = None) -> Iterator[Session]:
+    """A session whose work is committed on success and rolled back on any error.
+    ``publisher`` receives the cache invalidations of the committed work (see ``cic.events``)."""
     with Session(engine, expire_on_commit=False) as session:
+        events.attach_publisher(session, publisher)
         try:
             yield session
             session.commit()

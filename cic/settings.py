@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     key_rotation_grace_hours: int = Field(
         default=24, ge=0, le=24 * 7, description="How long a rotated key keeps working by default."
     )
+    spool_dir: Path = Field(
+        default=Path("./.cic/spool"), description="where usage records wait when the database is down"
+    )
+    key_cache_ttl_s: float = Field(
+        default=60.0, gt=0, description="API-key cache lifetime with Redis (1 s without: no invalidation bus)"
+    )
+    node_refresh_s: float = Field(default=1.0, gt=0, description="how often workers re-read the node registry")
+    upstream_connect_timeout_s: float = Field(default=3.0, gt=0)
+    upstream_read_timeout_s: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True
     sql_echo: bool = False

@@ -5,9 +5,11 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from api.gateway import metrics as gateway_metrics
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -24,6 +26,12 @@ async def health() -> dict[str, str]:
 def _ping_db(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    """Prometheus metrics of this instance (every worker's, aggregated)."""
+    return Response(gateway_metrics.render(), media_type=gateway_metrics.CONTENT_TYPE)
 
 
 @router.get("/ready")

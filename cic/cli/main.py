@@ -5,23 +5,26 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import redis
 import typer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from cic import migrations
+from cic import events, migrations
 from cic.db import make_engine, session_scope
 from cic.errors import CICError
-from cic.models import Plan, Role
+from cic.models import NodeStatus, Plan, Role
 from cic.models.environments import EnvironmentCreate
 from cic.models.keys import ApiKeyCreate
-from cic.services import catalog, environments, keys, orgs, usage, users
+from cic.models.nodes import NodeCreate
+from cic.services import catalog, environments, keys, nodes, orgs, usage, users
 from cic.services.authz import Actor
 from cic.settings import Settings, get_settings
 from cic.views import env_public, key_created, key_public, org_public
@@ -38,6 +41,7 @@ users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
 envs_app = typer.Typer(help="Environments of an organization.", no_args_is_help=True)
 keys_app = typer.Typer(help="Inference API keys.", no_args_is_help=True)
+nodes_app = typer.Typer(help="GPU nodes and other upstreams.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and cost.", no_args_is_help=True)
 for sub, name in (
     (db_app, "db"),
@@ -79,8 +83,9 @@ def _db() -> Iterator[tuple[Session, Settings]]:
     """One transaction per command; domain errors become a readable message and exit code 1."""
     settings = _settings()
     engine = make_engine(settings)
+    bus = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:
-        with session_scope(engine) as session:
+        with session_scope(engine, events.redis_publisher(bus) if bus else None) as session:
             yield session, settings
     except CICError as exc:
         _fail(exc.message)
@@ -89,6 +94,8 @@ def _db() -> Iterator[tuple[Session, Settings]]:
         _fail(f"database error{hint}: {str(exc.orig).splitlines()[0]}")
     finally:
         engine.dispose()
+        if bus is not None:
+            bus.close()
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -425,6 +432,54 @@ def usage_show(
         )
 
 
+# --- nodes --------------------------------------------------------------------------------------
+
+
+@nodes_app.command("add")
+def nodes_add(
+    model: Annotated[str, typer.Option(help="catalog model id the node serves")],
+    region: Annotated[str, typer.Option(help="region code")],
+    endpoint: Annotated[str, typer.Option(help="base URL of the server, e.g. http://10.0.0.5:8000")],
+    engine: Annotated[str, typer.Option(help="vllm, sglang, openai (native) or a LiteLLM provider")] = "vllm",
+    served_model: Annotated[str, typer.Option(help="the model's name on that server (default: the id)")] = "",
+    api_key_env: Annotated[str, typer.Option(help="env var with the upstream's API key, if it needs one")] = "",
+    name: Annotated[str, typer.Option(help="label")] = "",
+) -> None:
+    """Add a static upstream (an existing server or a hosted provider); it takes traffic at once."""
+    with _db() as (session, _):
+        node = nodes.add_static_node(
+            session,
+            SYSTEM,
+            NodeCreate(
+                model=model,
+                region=region,
+                endpoint_url=endpoint,
+                engine=engine,
+                served_model=served_model,
+                api_key_env=api_key_env,
+                name=name,
+            ),
+        )
+        out = nodes.node_public(node)
+    _emit(out)
+
+
+@nodes_app.command("list")
+def nodes_list() -> None:
+    """Registered nodes, as JSON."""
+    with _db() as (session, _):
+        out = [nodes.node_public(n) for n in nodes.list_nodes(session)]
+    _emit(out)
+
+
+@nodes_app.command("remove")
+def nodes_remove(node_id: Annotated[str, typer.Argument(help="the node's id (node_…)")]) -> None:
+    """Take a node out of service for good."""
+    with _db() as (session, _):
+        out = nodes.node_public(nodes.set_status(session, SYSTEM, node_id, NodeStatus.offline))
+    _emit(out)
+
+
 # --- servers ------------------------------------------------------------------------------------
 
 
@@ -443,6 +498,9 @@ def run_api(
         typer.echo("warning: several workers without CIC_REDIS_URL: limits and caches are per worker", err=True)
     if workers > 1 and settings.is_sqlite:
         typer.echo("warning: several workers on SQLite serialise writes; use PostgreSQL in production", err=True)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker writes its metrics here, so /metrics on any worker shows the whole server.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cic-metrics-")
     uvicorn.run(
         "api.app:app_factory",
         factory=True,

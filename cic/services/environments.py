@@ -7,6 +7,7 @@ import re
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from cic import events
 from cic.errors import Conflict, NotFound, ValidationFailed
 from cic.models import ApiKey, Environment, EnvironmentModel, Org, Role
 from cic.models.environments import ENV_NAME_PATTERN, EnvironmentCreate, EnvironmentUpdate
@@ -130,6 +131,7 @@ def update_env(
             setattr(env, f, changes[f])
     env.updated_at = utcnow()
     session.add(env)
+    events.invalidate(session, envs=(env.id,))
     audit.record(
         session,
         actor,
@@ -150,6 +152,7 @@ def delete_env(session: Session, actor: Actor, org_ref: str, env_ref: str) -> En
     now = utcnow()
     env.deleted_at = now
     session.add(env)
+    events.invalidate(session, envs=(env.id,))
     revoked = 0
     for key in session.exec(select(ApiKey).where(ApiKey.environment_id == env.id, col(ApiKey.revoked_at).is_(None))):
         key.revoked_at = now

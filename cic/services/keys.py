@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from cic import security
+from cic import events, security
 from cic.errors import AuthenticationError, NotFound, ValidationFailed
 from cic.models import ApiKey, Environment, Org, Role
 from cic.models.keys import ApiKeyCreate, ApiKeyUpdate
@@ -131,6 +131,7 @@ def update_key(
         if f in changes:
             setattr(key, f, changes[f])
     session.add(key)
+    events.invalidate(session, keys=(key.id,))
     audit.record(session, actor, "key.updated", org_id=org.id, target_type="api_key", target_id=key.id, changes=changes)
     return key, env
 
@@ -143,6 +144,7 @@ def revoke_key(session: Session, actor: Actor, org_ref: str, key_id: str) -> tup
     if key.revoked_at is None or key.revoked_at > now:
         key.revoked_at = now
         session.add(key)
+        events.invalidate(session, keys=(key.id,))
         audit.record(session, actor, "key.revoked", org_id=org.id, target_type="api_key", target_id=key.id)
     return key, env
 
@@ -178,6 +180,7 @@ def rotate_key(
     cutoff = now + timedelta(hours=grace)
     old.revoked_at = min(cutoff, old.expires_at) if old.expires_at else cutoff
     session.add(old)
+    events.invalidate(session, keys=(old.id,))
     audit.record(
         session,
         actor,
@@ -198,27 +201,43 @@ class KeyIdentity:
 
     key_id: str
     org_id: str
+    org_slug: str
     environment_id: str
     environment: str
     region: str
+    allow_cross_region: bool
     models: tuple[str, ...]
     allowed_models: tuple[str, ...] | None
     expires_at: datetime | None
     revoked_at: datetime | None
+
+    @property
+    def valid_until(self) -> datetime | None:
+        """When the key stops working: its expiry, or the end of a rotation's grace period."""
+        ends = [t for t in (self.expires_at, self.revoked_at) if t is not None]
+        return min(ends) if ends else None
+
+    def may_use(self, model: str) -> bool:
+        return model in self.models and (self.allowed_models is None or model in self.allowed_models)
 
 
 def authenticate_key(session: Session, plaintext: str, *, pepper: str) -> KeyIdentity:
     """Resolve a presented key, refusing unknown, revoked and expired ones (401)."""
     if not security.looks_like_api_key(plaintext):
         raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+    return identity_by_hash(session, security.hash_secret(pepper, plaintext))
+
+
+def identity_by_hash(session: Session, key_hash: str) -> KeyIdentity:
     row = session.exec(
-        select(ApiKey, Environment)
+        select(ApiKey, Environment, Org.slug)
         .join(Environment, col(Environment.id) == col(ApiKey.environment_id))
-        .where(ApiKey.key_hash == security.hash_secret(pepper, plaintext))
+        .join(Org, col(Org.id) == col(ApiKey.org_id))
+        .where(ApiKey.key_hash == key_hash)
     ).first()
     if row is None:
         raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
-    key, env = row
+    key, env, org_slug = row
     status = key_status(key)
     if status not in USABLE or env.deleted_at is not None:
         reason = "expired" if status == "expired" else "revoked"
@@ -226,9 +245,11 @@ def authenticate_key(session: Session, plaintext: str, *, pepper: str) -> KeyIde
     return KeyIdentity(
         key_id=key.id,
         org_id=key.org_id,
+        org_slug=org_slug,
         environment_id=env.id,
         environment=env.name,
         region=env.region_code,
+        allow_cross_region=env.allow_cross_region_failover,
         models=tuple(enabled_models(session, env.id)),
         allowed_models=tuple(key.allowed_models) if key.allowed_models is not None else None,
         expires_at=key.expires_at,

@@ -1,0 +1,411 @@
+"""The data plane as a plain ASGI application.
+
+Request path: authenticate (key cache) → parse and validate the body → model enabled? → context
+fits? → pick a node → forward (aiohttp for OpenAI-native nodes, LiteLLM otherwise), retrying another
+node on connect errors and 5xx before the first byte → relay (SSE chunk by chunk) → one usage record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from api.gateway import metrics, tokens
+from api.gateway.adapter import LiteLLMAdapter
+from api.gateway.auth import KeyCache
+from api.gateway.calls import Call
+from api.gateway.catalog import CatalogSnapshot
+from api.gateway.metering import UsageMeter
+from api.gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    OpenAIError,
+    invalid,
+    model_not_found,
+    parse,
+)
+from api.gateway.registry import NodeRegistry, NodeView
+from api.gateway.upstream import SSEScanner, UpstreamFailure, UpstreamPool, prepare_body
+from cic.logs import request_id_var
+from cic.services.keys import KeyIdentity
+
+log = logging.getLogger("cic.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_ATTEMPTS = 3
+NO_NODE_RETRY_AFTER_S = 5
+
+_ENDPOINTS: dict[str, tuple[str, type[Any], frozenset[str]]] = {
+    # path tail: (endpoint name, request model, model kinds it serves)
+    "chat/completions": ("chat.completions", ChatCompletionRequest, frozenset({"chat"})),
+    "completions": ("completions", CompletionRequest, frozenset({"chat", "completion"})),
+    "embeddings": ("embeddings", EmbeddingRequest, frozenset({"embedding"})),
+}
+_JSON = [(b"content-type", b"application/json")]
+
+
+class GatewayState:
+    """Everything the data plane keeps in memory, built once per worker at start-up."""
+
+    def __init__(self, keys: KeyCache, meter: UsageMeter, pool: UpstreamPool, adapter: LiteLLMAdapter) -> None:
+        self.keys = keys
+        self.meter = meter
+        self.pool = pool
+        self.adapter = adapter
+        self.registry = NodeRegistry()
+        self.catalog = CatalogSnapshot(models={}, prices={})
+
+
+class Gateway:
+    def __init__(self, state: GatewayState) -> None:
+        self.s = state
+
+    # --- entry ---------------------------------------------------------------------------------
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, tail: str, tenant: tuple[str, str] | None
+    ) -> None:
+        rid = f"req_{os.urandom(12).hex()}"  # always ours: usage records are unique by it
+        token = request_id_var.set(rid)
+        try:
+            try:
+                ident = await self.s.keys.authenticate(_header(scope, b"authorization"))
+                if tenant is not None:
+                    _check_tenant(ident, tenant)
+                await self._route(scope, receive, send, rid, ident, tail)
+            except OpenAIError as err:
+                await _send_error(send, err, rid)
+            except ClientGone:
+                return
+        finally:
+            request_id_var.reset(token)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send, rid: str, ident: KeyIdentity, tail: str) -> None:
+        method = scope["method"]
+        if tail == "models" or tail.startswith("models/"):
+            if method != "GET":
+                raise OpenAIError(405, f"Method {method} is not allowed on /v1/{tail}.", "invalid_request_error")
+            await self._models(send, rid, ident, tail[len("models/") :] if "/" in tail else None)
+            return
+        route = _ENDPOINTS.get(tail)
+        if route is None:
+            raise OpenAIError(
+                404, f"Unknown request URL: {method} /v1/{tail}.", "invalid_request_error", code="unknown_url"
+            )
+        if method != "POST":
+            raise OpenAIError(405, f"Method {method} is not allowed on /v1/{tail}; use POST.", "invalid_request_error")
+        endpoint, model_cls, kinds = route
+        body = await _read_body(receive)
+        req = parse(model_cls, body)
+        await self._infer(scope, receive, send, rid, ident, endpoint, kinds, tail, req, body)
+
+    # --- /v1/models ----------------------------------------------------------------------------
+
+    async def _models(self, send: Send, rid: str, ident: KeyIdentity, model_id: str | None) -> None:
+        visible = [m for m in ident.models if ident.may_use(m) and m in self.s.catalog.models]
+
+        def card(m: str) -> dict[str, Any]:
+            return {"id": m, "object": "model", "created": self.s.catalog.models[m].created, "owned_by": "crosslogic"}
+
+        if model_id is None:
+            payload = {"object": "list", "data": [card(m) for m in visible]}
+        elif model_id in visible:
+            payload = card(model_id)
+        else:
+            raise model_not_found(model_id)
+        await _send_json(send, 200, orjson.dumps(payload), rid)
+
+    # --- inference -----------------------------------------------------------------------------
+
+    async def _infer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rid: str,
+        ident: KeyIdentity,
+        endpoint: str,
+        kinds: frozenset[str],
+        tail: str,
+        req: Any,
+        body: bytes,
+    ) -> None:
+        stream = bool(getattr(req, "stream", False))
+        opts = getattr(req, "stream_options", None)
+        call = Call(
+            rid,
+            ident,
+            endpoint,
+            req.model,
+            stream,
+            client_wants_usage=bool(stream and opts is not None and opts.include_usage),
+        )
+        metrics.IN_FLIGHT.inc()
+        try:
+            if not ident.may_use(req.model) or req.model not in self.s.catalog.models:
+                raise model_not_found(req.model)
+            info = self.s.catalog.models[req.model]
+            if info.kind not in kinds:
+                raise invalid(
+                    f"The model `{req.model}` is a {info.kind} model and cannot be used with /v1/{tail}.",
+                    param="model",
+                    code="model_not_supported",
+                )
+            call.prompt_text = req.prompt_text()
+            call.messages = len(req.messages) if isinstance(req, ChatCompletionRequest) else 0
+            tokens.check_context(call.prompt_text, call.messages, req.max_output_tokens(), info.context_length)
+            await self._run_cancellable(scope, receive, send, call, tail, req, body)
+        except OpenAIError as err:
+            call.fail(err.status, err.code)
+            if not call.response_started:
+                await _send_error(send, err, rid)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            self._meter(call)
+
+    async def _run_cancellable(
+        self, scope: Scope, receive: Receive, send: Send, call: Call, tail: str, req: Any, body: bytes
+    ) -> None:
+        """Forward, and cancel the upstream call the moment the client goes away."""
+        work = asyncio.ensure_future(self._dispatch(send, call, tail, req, body))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        done, _ = await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            watch.cancel()
+            work.result()
+            return
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OpenAIError, UpstreamFailure):
+            await work
+        call.fail(499, "client_disconnected", status="cancelled")
+        log.info("client disconnected", extra={"model": call.model, "chunks": call.completion_tokens})
+
+    async def _dispatch(self, send: Send, call: Call, tail: str, req: Any, body: bytes) -> None:
+        ident = call.identity
+        registry = self.s.registry
+        tried: set[str] = set()
+        last: UpstreamFailure | None = None
+        for _ in range(MAX_ATTEMPTS):
+            node = registry.pick(
+                call.model, ident.region, cross_region=ident.allow_cross_region, exclude=frozenset(tried)
+            )
+            if node is None:
+                break
+            tried.add(node.id)
+            call.node_id, call.region = node.id, node.region
+            registry.in_flight[node.id] += 1
+            try:
+                if node.native:
+                    await self._forward_native(send, call, node, tail, req, body)
+                else:
+                    await self.s.adapter.forward(send, call, node, tail, req, _response_headers(call.request_id))
+                return
+            except UpstreamFailure as failure:
+                last = failure
+                metrics.UPSTREAM_ERRORS.labels(call.model, failure.reason.split(":")[0][:40]).inc()
+                log.warning(
+                    "node failed before first byte, trying another", extra={"node": node.id, "reason": failure.reason}
+                )
+            finally:
+                registry.in_flight[node.id] -= 1
+        if not tried:
+            raise OpenAIError(
+                503,
+                f"No capacity for `{call.model}` in {ident.region} right now; please retry.",
+                "service_unavailable",
+                code="no_healthy_node",
+                headers={"retry-after": str(NO_NODE_RETRY_AFTER_S)},
+            )
+        call.node_id = None
+        raise OpenAIError(
+            502,
+            "The model server failed to answer; please retry.",
+            "api_error",
+            code="upstream_error",
+            headers={"retry-after": "1"},
+        ) from last
+
+    async def _forward_native(self, send: Send, call: Call, node: NodeView, tail: str, req: Any, body: bytes) -> None:
+        upstream_body = prepare_body(body, None, stream=call.stream, served_model=node.served_model, model=call.model)
+        resp = await self.s.pool.open(node, f"/v1/{tail}", upstream_body)
+        try:
+            if resp.status != 200:
+                payload = await resp.read()
+                call.fail(resp.status, "upstream_rejected")
+                call.response_started = True
+                await _send_json(send, resp.status, _openai_error_body(payload, resp.status), call.request_id)
+                return
+            if call.stream:
+                await self._relay_stream(send, call, node, resp)
+            else:
+                await self._relay_json(send, call, node, resp)
+        finally:
+            resp.release()
+
+    async def _relay_json(self, send: Send, call: Call, node: NodeView, resp: aiohttp.ClientResponse) -> None:
+        try:
+            payload = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
+        call.mark_first_byte()
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamFailure("invalid JSON from node") from exc
+        call.take_usage(data.get("usage"))
+        if node.served_model != call.model:
+            data["model"] = call.model
+            payload = orjson.dumps(data)
+        call.response_started = True
+        await _send_json(send, 200, payload, call.request_id)
+
+    async def _relay_stream(self, send: Send, call: Call, node: NodeView, resp: aiohttp.ClientResponse) -> None:
+        rename = node.served_model != call.model
+        scanner = SSEScanner(
+            client_wants_usage=call.client_wants_usage,
+            model_from=b'"model":"' + node.served_model.encode() + b'"' if rename else b"",
+            model_to=b'"model":"' + call.model.encode() + b'"' if rename else b"",
+        )
+        try:
+            async for data in resp.content.iter_any():
+                if not call.response_started:
+                    call.mark_first_byte()
+                    call.response_started = True
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": _response_headers(call.request_id, sse=True),
+                        }
+                    )
+                out = scanner.feed(data)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if not call.response_started:
+                raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
+            call.fail(502, "upstream_stream_broken")
+            log.warning("stream from node broke mid-way", extra={"node": node.id, "error": str(exc)})
+        finally:
+            call.completion_tokens = scanner.chunks
+            call.take_usage(scanner.usage)
+        if not call.response_started:
+            raise UpstreamFailure("empty response from node")
+        rest = scanner.tail()
+        if not scanner.done and call.status == "ok":
+            call.fail(502, "upstream_stream_truncated")
+        await send({"type": "http.response.body", "body": rest, "more_body": False})
+
+    # --- metering ------------------------------------------------------------------------------
+
+    def _meter(self, call: Call) -> None:
+        if not call.usage_exact and call.node_id is not None and call.prompt_text:
+            # The node reported no usage (client gone, stream broken): count the prompt ourselves;
+            # the generated tokens are the content chunks that were relayed.
+            call.prompt_tokens = tokens.estimate_prompt_tokens(call.prompt_text, call.messages)
+        price = self.s.catalog.price(call.model, call.region, call.created_at.timestamp()) if call.region else None
+        self.s.meter.record(call.row(price))
+        elapsed = time.perf_counter() - call.started
+        metrics.REQUESTS.labels(call.endpoint, call.model, str(call.http_status)).inc()
+        metrics.LATENCY.labels(call.endpoint, call.model).observe(elapsed)
+        if call.ttft_s is not None and call.stream:
+            metrics.TTFT.labels(call.model).observe(call.ttft_s)
+        if call.prompt_tokens:
+            metrics.TOKENS.labels(call.model, call.identity.org_id, "prompt").inc(call.prompt_tokens)
+        if call.completion_tokens:
+            metrics.TOKENS.labels(call.model, call.identity.org_id, "completion").inc(call.completion_tokens)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _check_tenant(ident: KeyIdentity, tenant: tuple[str, str]) -> None:
+    org, env = tenant
+    if org not in (ident.org_slug, ident.org_id) or env not in (ident.environment, ident.environment_id):
+        raise OpenAIError(
+            401,
+            f"This API key does not belong to {org}/{env}; use the base URL of the key's environment.",
+            "invalid_request_error",
+            code="invalid_api_key",
+        )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _response_headers(rid: str, *, sse: bool = False) -> list[tuple[bytes, bytes]]:
+    if sse:
+        return [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            (b"x-request-id", rid.encode()),
+        ]
+    return [*_JSON, (b"x-request-id", rid.encode())]
+
+
+async def _send_json(send: Send, status: int, body: bytes, rid: str, extra: dict[str, str] | None = None) -> None:
+    headers = [*_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", rid.encode())]
+    if extra:
+        headers.extend((k.encode(), v.encode()) for k, v in extra.items())
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, err: OpenAIError, rid: str) -> None:
+    await _send_json(send, err.status, err.body(), rid, err.headers)
+
+
+def _openai_error_body(payload: bytes, status: int) -> bytes:
+    """A node's error in OpenAI's shape (older vLLM answers ``{"object": "error", "message": …}``)."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return payload
+    message = data.get("message") if isinstance(data, dict) else None
+    return OpenAIError(
+        status,
+        str(message or payload[:500].decode(errors="replace") or "Upstream error."),
+        "invalid_request_error" if status < 500 else "api_error",
+    ).body()

@@ -1,0 +1,158 @@
+"""Usage records: exactly one per request, never written on the request path, never lost.
+
+Requests hand a finished record to ``UsageMeter.record`` (a list append). A background task writes
+batches with ``INSERT … ON CONFLICT (request_id) DO NOTHING``. When the database refuses a batch,
+the batch goes to an append-only spool file (fsynced) and is replayed until it lands; the unique
+request id makes a replay that races a partial write harmless. On shutdown the queue is flushed, and
+spooled if the database is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from cic.models import UsageRecord
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 1000
+_TABLE: Table = UsageRecord.__table__  # type: ignore[attr-defined]
+_COLUMNS = [c.name for c in _TABLE.columns if c.name != "id"]
+
+
+class UsageMeter:
+    def __init__(self, engine: Engine, spool_dir: Path, *, flush_interval_s: float = 0.25) -> None:
+        self._engine = engine
+        self._spool_dir = spool_dir
+        self._queue: list[dict[str, Any]] = []
+        self._flush_interval_s = flush_interval_s
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.written = 0
+        self.spooled = 0
+        self.replayed = 0
+
+    # --- request side ------------------------------------------------------------------------
+
+    def record(self, row: dict[str, Any]) -> None:
+        self._queue.append(row)
+        if len(self._queue) >= BATCH_MAX:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # --- background side ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Flush forever; replay the spool every few seconds."""
+        last_replay = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
+            self._wake.clear()
+            await self.flush()
+            if time.monotonic() - last_replay > 5:
+                last_replay = time.monotonic()
+                await self.replay_spool()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self._queue:
+                batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
+                try:
+                    await asyncio.to_thread(self._insert, batch)
+                    self.written += len(batch)
+                except SQLAlchemyError as exc:
+                    log.error("usage batch not written, spooling %d records: %s", len(batch), exc)
+                    await asyncio.to_thread(self._spool, batch)
+                    self.spooled += len(batch)
+
+    async def close(self) -> None:
+        await self.flush()
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self._engine.dialect.name == "postgresql":
+            stmt: Any = postgresql.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+        else:
+            stmt = sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+        with self._engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    # --- spool ---------------------------------------------------------------------------------
+
+    def _spool(self, rows: list[dict[str, Any]]) -> None:
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self._spool_dir / f"usage-{os.getpid()}.jsonl"
+        data = b"".join(orjson.dumps(_encode(r)) + b"\n" for r in rows)
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def replay_spool(self) -> int:
+        """Insert every spooled record; a file is removed only once all of it is in the database."""
+        if not self._spool_dir.is_dir():
+            return 0
+        _reclaim_orphans(self._spool_dir)
+        total = 0
+        for path in sorted(self._spool_dir.glob("usage-*.jsonl")):
+            claimed = path.with_suffix(f".replaying-{os.getpid()}")
+            try:
+                path.rename(claimed)  # one worker replays a file; others skip it
+            except OSError:
+                continue
+            try:
+                rows = [_decode(orjson.loads(line)) for line in claimed.read_bytes().splitlines() if line.strip()]
+                for i in range(0, len(rows), BATCH_MAX):
+                    await asyncio.to_thread(self._insert, rows[i : i + BATCH_MAX])
+            except SQLAlchemyError as exc:
+                log.warning("spool replay of %s failed, will retry: %s", path.name, exc)
+                claimed.rename(path.with_name(f"usage-{os.getpid()}-{time.time_ns()}.jsonl"))
+                return total
+            claimed.unlink()
+            total += len(rows)
+            self.replayed += len(rows)
+            log.info("replayed %d spooled usage records from %s", len(rows), path.name)
+        return total
+
+
+def _reclaim_orphans(spool_dir: Path) -> None:
+    """A file a dead process was replaying goes back to the queue."""
+    for path in spool_dir.glob("usage-*.replaying-*"):
+        pid = int(path.suffix.rsplit("-", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            path.rename(path.with_name(f"usage-orphan-{pid}-{time.time_ns()}.jsonl"))
+        except PermissionError:
+            pass
+
+
+def _encode(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["created_at"] = row["created_at"].isoformat()
+    return out
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    from datetime import datetime
+
+    out = {k: row.get(k) for k in _COLUMNS if k in row}
+    out["created_at"] = datetime.fromisoformat(row["created_at"])
+    return out

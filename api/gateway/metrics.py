@@ -1,0 +1,41 @@
+"""Prometheus metrics of the data plane, exposed at ``/metrics``.
+
+With several workers (``cic api --workers N``) ``PROMETHEUS_MULTIPROC_DIR`` is set before they start and
+each worker writes its samples there; a scrape of any worker aggregates all of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter("cic_requests_total", "Data-plane requests", ["endpoint", "model", "status"])
+LATENCY = Histogram(
+    "cic_request_latency_seconds", "Request latency, end to end", ["endpoint", "model"], buckets=LATENCY_BUCKETS
+)
+TTFT = Histogram("cic_time_to_first_token_seconds", "Time to first streamed byte", ["model"], buckets=LATENCY_BUCKETS)
+TOKENS = Counter("cic_tokens_total", "Tokens metered", ["model", "org", "kind"])
+UPSTREAM_ERRORS = Counter("cic_upstream_errors_total", "Failed calls to nodes", ["model", "reason"])
+USAGE_SPOOLED = Counter("cic_usage_spooled_total", "Usage records spooled to disk because the DB refused them")
+IN_FLIGHT = Gauge("cic_requests_in_flight", "Requests in flight", multiprocess_mode="livesum")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def render() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()

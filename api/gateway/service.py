@@ -1,0 +1,123 @@
+"""Start-up, background refreshes and shutdown of the data plane in one worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.gateway.adapter import LiteLLMAdapter
+from api.gateway.app import Gateway, GatewayState
+from api.gateway.auth import KeyCache
+from api.gateway.catalog import load_catalog
+from api.gateway.metering import UsageMeter
+from api.gateway.registry import load_nodes
+from api.gateway.upstream import Timeouts, UpstreamPool
+from cic.events import CHANNEL, Invalidation
+from cic.settings import Settings
+
+log = logging.getLogger("cic.gateway")
+
+CATALOG_REFRESH_S = 30.0
+LAST_USED_FLUSH_S = 5.0
+NO_BUS_TTL_S = 1.0
+
+
+class DataPlane:
+    """Owns the gateway's state and its background tasks for the life of a worker."""
+
+    def __init__(self, settings: Settings, engine: Engine, redis: aioredis.Redis | None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.redis = redis
+        ttl = settings.key_cache_ttl_s if redis is not None else NO_BUS_TTL_S
+        self.state = GatewayState(
+            keys=KeyCache(engine, settings.key_pepper.get_secret_value(), ttl_s=ttl),
+            meter=UsageMeter(engine, settings.spool_dir),
+            pool=UpstreamPool(Timeouts(settings.upstream_connect_timeout_s, settings.upstream_read_timeout_s)),
+            adapter=LiteLLMAdapter(),
+        )
+        self.gateway = Gateway(self.state)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        try:
+            await self.refresh_catalog()
+            await self.refresh_nodes()
+        except SQLAlchemyError as exc:
+            # Serve anyway: /ready reports the database, and the refresh loops retry every second.
+            log.error("database unreachable at start-up; the data plane waits for it: %s", exc)
+        self._every(self.settings.node_refresh_s, self.refresh_nodes, "node registry")
+        self._every(CATALOG_REFRESH_S, self.refresh_catalog, "catalog", until_loaded=True)
+        self._every(LAST_USED_FLUSH_S, self.state.keys.flush_last_used, "last_used_at")
+        self._tasks.append(asyncio.create_task(self.state.meter.run(), name="usage meter"))
+        if self.redis is not None:
+            self._tasks.append(asyncio.create_task(self._subscribe(), name="key invalidation"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        await self.state.meter.close()
+        with contextlib.suppress(SQLAlchemyError):
+            await self.state.keys.flush_last_used()
+        await self.state.pool.close()
+
+    async def refresh_nodes(self) -> None:
+        self.state.registry.replace(await asyncio.to_thread(load_nodes, self.engine))
+
+    async def refresh_catalog(self) -> None:
+        self.state.catalog = await asyncio.to_thread(load_catalog, self.engine)
+
+    def apply_invalidation(self, inv: Invalidation) -> None:
+        """For processes without Redis: the management API calls this directly after a commit."""
+        self.state.keys.apply(inv)
+
+    def _every(
+        self, seconds: float, fn: Callable[[], Awaitable[object]], what: str, *, until_loaded: bool = False
+    ) -> None:
+        async def loop() -> None:
+            while True:
+                # A catalog that never loaded (database down at start) is retried every second.
+                empty = until_loaded and not self.state.catalog.models
+                await asyncio.sleep(min(seconds, 1.0) if empty else seconds)
+                try:
+                    await fn()
+                except (SQLAlchemyError, OSError) as exc:
+                    log.warning("background refresh of %s failed: %s", what, exc)
+
+        self._tasks.append(asyncio.create_task(loop(), name=what))
+
+    async def _subscribe(self) -> None:
+        assert self.redis is not None
+        keys = self.state.keys
+        backoff = 0.5
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                # Whatever changed while we were not listening is unknown: start clean.
+                keys.clear()
+                keys.ttl_s = keys.base_ttl_s
+                backoff = 0.5
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        keys.apply(Invalidation.from_json(message["data"]))
+            except (RedisError, OSError) as exc:
+                keys.ttl_s = NO_BUS_TTL_S
+                keys.clear()
+                log.warning("key invalidation channel lost (cache TTL now %.0f s): %s", NO_BUS_TTL_S, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()

@@ -1,0 +1,164 @@
+"""Forwarding to OpenAI-native nodes (vLLM, SGLang, any OpenAI-compatible server) with aiohttp.
+
+One connection pool per node. The request body goes out as the client sent it, except that a
+streamed request always asks for ``stream_options.include_usage`` (so metering gets exact counts)
+and a node that serves the model under another name gets that name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from api.gateway.registry import NodeView
+
+
+class UpstreamFailure(Exception):
+    """The node could not be used (connection refused/reset, timeout, 5xx) before any byte reached the client."""
+
+    def __init__(self, reason: str, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 3.0
+    first_byte_s: float = 600.0  # a long generation is legitimate
+
+
+class UpstreamPool:
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        self.timeouts = timeouts or Timeouts()
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def session(self, node: NodeView) -> aiohttp.ClientSession:
+        s = self._sessions.get(node.base_url)
+        if s is None or s.closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+            s = aiohttp.ClientSession(
+                base_url=node.base_url,
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.timeouts.connect_s, sock_read=self.timeouts.first_byte_s
+                ),
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=False,
+            )
+            self._sessions[node.base_url] = s
+        return s
+
+    async def open(self, node: NodeView, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """POST and wait for the status line; raise ``UpstreamFailure`` on anything worth a retry elsewhere."""
+        try:
+            resp = await self.session(node).post(path, data=body, headers={"content-type": "application/json"})
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status >= 500:
+            try:
+                payload = await resp.read()
+            except (aiohttp.ClientError, TimeoutError):
+                payload = b""
+            resp.release()
+            raise UpstreamFailure(f"HTTP {resp.status}", resp.status, payload)
+        return resp
+
+    async def get(self, node: NodeView, path: str) -> tuple[int, bytes]:
+        async with self.session(node).get(path) as resp:
+            return resp.status, await resp.read()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self._sessions.values()), return_exceptions=True)
+        self._sessions.clear()
+
+
+def prepare_body(raw: bytes, parsed: dict[str, Any] | None, *, stream: bool, served_model: str, model: str) -> bytes:
+    """The body to send upstream: the client's bytes untouched unless usage or the model name must change."""
+    needs_usage = stream
+    rename = served_model != model
+    if not needs_usage and not rename:
+        return raw
+    data = parsed if parsed is not None else orjson.loads(raw)
+    if needs_usage:
+        opts = data.get("stream_options") or {}
+        if opts.get("include_usage") is not True:
+            data["stream_options"] = {**opts, "include_usage": True}
+        elif not rename:
+            return raw
+    if rename:
+        data["model"] = served_model
+    return orjson.dumps(data)
+
+
+class SSEScanner:
+    """Reads an OpenAI SSE stream as it passes: finds the usage chunk, counts generated chunks,
+    and drops the usage chunk when the client did not ask for it. Works on whole events only."""
+
+    __slots__ = ("_buf", "chunks", "client_wants_usage", "done", "model_from", "model_to", "usage")
+
+    def __init__(self, *, client_wants_usage: bool, model_from: bytes = b"", model_to: bytes = b"") -> None:
+        self._buf = b""
+        self.client_wants_usage = client_wants_usage
+        self.usage: dict[str, Any] | None = None
+        self.chunks = 0
+        self.done = False
+        self.model_from = model_from
+        self.model_to = model_to
+
+    def feed(self, data: bytes) -> bytes:
+        """Returns what can go to the client now (complete events)."""
+        buf = self._buf + data if self._buf else data
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return b""
+        complete, self._buf = buf[: end + 2], buf[end + 2 :]
+        if self.model_from:
+            complete = complete.replace(self.model_from, self.model_to)
+        # Fast path: no usage chunk in this piece.
+        if b'"usage":{' not in complete and b'"usage": {' not in complete:
+            self.chunks += _content_chunks(complete)
+            if b"data: [DONE]" in complete:
+                self.done = True
+            return complete
+        out: list[bytes] = []
+        for event in complete.split(b"\n\n"):
+            if not event:
+                continue
+            if event.startswith(b"data: [DONE]"):
+                self.done = True
+            elif b'"usage":{' in event or b'"usage": {' in event:
+                try:
+                    payload = orjson.loads(event[event.index(b"{") :])
+                except orjson.JSONDecodeError:
+                    payload = {}
+                if isinstance(payload.get("usage"), dict):
+                    self.usage = payload["usage"]
+                if payload.get("choices"):
+                    self.chunks += _content_chunks(event)
+                elif not self.client_wants_usage:
+                    continue  # the usage-only chunk the client did not ask for
+            else:
+                self.chunks += _content_chunks(event)
+            out.append(event + b"\n\n")
+        return b"".join(out)
+
+    def tail(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
+
+def _content_chunks(events: bytes) -> int:
+    """Chunks that carried generated text (the role-only opening chunk and empty deltas excluded)."""
+    return (
+        events.count(b'"content":"')
+        - events.count(b'"content":""')
+        + events.count(b'"text":"')
+        - events.count(b'"text":""')
+    )
