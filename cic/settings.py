@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = Field(
         default=60.0, gt=0, description="API-key cache lifetime with Redis (1 s without: no invalidation bus)"
     )
+    last_used_flush_s: float = Field(default=5.0, gt=0, description="how often keys' last_used_at is written")
     node_refresh_s: float = Field(default=1.0, gt=0, description="how often workers re-read the node registry")
     upstream_connect_timeout_s: float = Field(default=3.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)

@@ -27,7 +27,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_until(
+    check: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -82,8 +84,11 @@ class Sims:
 def api_server(loop: LoopThread, settings: Settings) -> Iterator[str]:
     """The platform app under uvicorn on a loopback port, lifespan and all."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="on", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
+        )
+    )
     task = asyncio.run_coroutine_threadsafe(server.serve(), loop.loop)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: server.started, timeout=20, what="uvicorn start")

@@ -25,7 +25,6 @@ from cic.settings import Settings
 log = logging.getLogger("cic.gateway")
 
 CATALOG_REFRESH_S = 30.0
-LAST_USED_FLUSH_S = 5.0
 NO_BUS_TTL_S = 1.0
 
 
@@ -55,7 +54,7 @@ class DataPlane:
             log.error("database unreachable at start-up; the data plane waits for it: %s", exc)
         self._every(self.settings.node_refresh_s, self.refresh_nodes, "node registry")
         self._every(CATALOG_REFRESH_S, self.refresh_catalog, "catalog", until_loaded=True)
-        self._every(LAST_USED_FLUSH_S, self.state.keys.flush_last_used, "last_used_at")
+        self._every(self.settings.last_used_flush_s, self.state.keys.flush_last_used, "last_used_at")
         self._tasks.append(asyncio.create_task(self.state.meter.run(), name="usage meter"))
         if self.redis is not None:
             self._tasks.append(asyncio.create_task(self._subscribe(), name="key invalidation"))

@@ -60,13 +60,24 @@ class Tenant:
     key_id: str
 
 
-def make_tenant(session: Session, pepper: str, *, region: str = "us-east", models: tuple[str, ...] = ("llama-3-8b",),
-                cross_region: bool = False, env: str = "prod") -> Tenant:
+def make_tenant(
+    session: Session,
+    pepper: str,
+    *,
+    region: str = "us-east",
+    models: tuple[str, ...] = ("llama-3-8b",),
+    cross_region: bool = False,
+    env: str = "prod",
+) -> Tenant:
     owner = users.create_user(session, email=f"owner-{id(session)}-{region}-{env}@example.com", password=None)
     actor = Actor.user(owner.id)
     org = orgs.create_org(session, actor, name=f"Tenant {owner.id[-6:]}", owner=owner)
-    e = environments.create_env(session, actor, org.id, EnvironmentCreate(
-        name=env, region=region, models=list(models), allow_cross_region_failover=cross_region))
+    e = environments.create_env(
+        session,
+        actor,
+        org.id,
+        EnvironmentCreate(name=env, region=region, models=list(models), allow_cross_region_failover=cross_region),
+    )
     created = keys.create_key(session, actor, org.id, ApiKeyCreate(name="test", environment=env), pepper=pepper)
     session.commit()
     return Tenant(org.id, org.slug, e.id, created.plaintext, created.key.id)
@@ -77,10 +88,12 @@ def tenant(session: Session, pepper: str) -> Tenant:
     return make_tenant(session, pepper, models=("llama-3-8b", "mistral-7b", "all-minilm-l6-v2"))
 
 
-def add_node(session: Session, sim: RunningSim, *, model: str = "llama-3-8b", region: str = "us-east",
-             served_model: str = "") -> str:
-    node = nodes.add_static_node(session, Actor.system(), NodeCreate(
-        model=model, region=region, endpoint_url=sim.url, served_model=served_model))
+def add_node(
+    session: Session, sim: RunningSim, *, model: str = "llama-3-8b", region: str = "us-east", served_model: str = ""
+) -> str:
+    node = nodes.add_static_node(
+        session, Actor.system(), NodeCreate(model=model, region=region, endpoint_url=sim.url, served_model=served_model)
+    )
     session.commit()
     return node.id
 

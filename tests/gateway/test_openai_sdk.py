@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session
 
 from agent.sim_tokens import chat_prompt_tokens, count_text_tokens
@@ -13,7 +14,10 @@ from cic.services import catalog
 from tests.gateway.conftest import Tenant, add_node, client, usage_records
 from tests.servers import Sims
 
-MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello to the world."}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say hello to the world."},
+]
 
 
 def _price(session: Session, model: str, region: str = "us-east") -> Price:
@@ -26,7 +30,8 @@ def test_chat_non_stream_meters_exactly(sims: Sims, serve, session: Session, ten
     node_id = add_node(session, sim)
     with serve() as base:
         r = client(base, tenant.key).chat.completions.with_raw_response.create(
-            model="llama-3-8b", messages=MESSAGES, max_tokens=12)
+            model="llama-3-8b", messages=MESSAGES, max_tokens=12
+        )
         resp = r.parse()
     assert r.headers["x-request-id"].startswith("req_")
     assert not any(h.startswith("x-node") or h.startswith("x-region") for h in r.headers)
@@ -50,9 +55,15 @@ def test_chat_stream_usage_chunk_only_when_asked(
     sim = sims.start(model="llama-3-8b")
     add_node(session, sim)
     with serve() as base:
-        kwargs = {"stream_options": {"include_usage": True}} if include_usage else {}
-        chunks = list(client(base, tenant.key).chat.completions.create(
-            model="llama-3-8b", messages=MESSAGES, max_tokens=9, stream=True, **kwargs))
+        chunks = list(
+            client(base, tenant.key).chat.completions.create(
+                model="llama-3-8b",
+                messages=MESSAGES,
+                max_tokens=9,
+                stream=True,
+                stream_options={"include_usage": True} if include_usage else openai.omit,
+            )
+        )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert count_text_tokens(text) == 9
     usage_chunks = [c for c in chunks if c.usage is not None]
@@ -93,8 +104,11 @@ def test_completions_embeddings_models(sims: Sims, serve, session: Session, tena
         assert bad.value.code == "model_not_supported"
     recs = usage_records(session, 4)
     assert [(r.endpoint, r.model_id) for r in recs] == [
-        ("completions", "llama-3-8b"), ("completions", "llama-3-8b"),
-        ("embeddings", "all-minilm-l6-v2"), ("embeddings", "llama-3-8b")]
+        ("completions", "llama-3-8b"),
+        ("completions", "llama-3-8b"),
+        ("embeddings", "all-minilm-l6-v2"),
+        ("embeddings", "llama-3-8b"),
+    ]
     emb_price = _price(session, "all-minilm-l6-v2")
     assert recs[2].completion_tokens == 0 and recs[2].cost_picousd == emb_price.cost_picousd(recs[2].prompt_tokens, 0)
     assert (recs[3].status, recs[3].http_status, recs[3].cost_picousd) == ("error", 400, 0)
@@ -121,14 +135,20 @@ def test_errors_in_openai_shape(sims: Sims, serve, session: Session, tenant: Ten
         with pytest.raises(openai.BadRequestError) as missing:
             c.chat.completions.create(model="llama-3-8b", messages=[])
         assert missing.value.param == "messages"
-        raw = httpx.post(f"{base}/v1/chat/completions", content=b'{"model": "llama-3-8b", "messages": [',
-                         headers={"Authorization": f"Bearer {tenant.key}", "content-type": "application/json"})
+        raw = httpx.post(
+            f"{base}/v1/chat/completions",
+            content=b'{"model": "llama-3-8b", "messages": [',
+            headers={"Authorization": f"Bearer {tenant.key}", "content-type": "application/json"},
+        )
         assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
         assert raw.headers["x-request-id"].startswith("req_")
         assert set(raw.json()["error"]) == {"message", "type", "param", "code"}
         # No node for mistral-7b: 503 with retry-after.
-        no_node = httpx.post(f"{base}/v1/chat/completions", json={"model": "mistral-7b", "messages": MESSAGES},
-                             headers={"Authorization": f"Bearer {tenant.key}"})
+        no_node = httpx.post(
+            f"{base}/v1/chat/completions",
+            json={"model": "mistral-7b", "messages": MESSAGES},
+            headers={"Authorization": f"Bearer {tenant.key}"},
+        )
         assert no_node.status_code == 503 and no_node.headers["retry-after"]
         assert no_node.json()["error"]["code"] == "no_healthy_node"
         # The node fails every request: 502.
@@ -139,9 +159,12 @@ def test_errors_in_openai_shape(sims: Sims, serve, session: Session, tenant: Ten
     # Metered from the moment the model is known: not for bad keys or unparseable bodies.
     recs = usage_records(session, 5)
     assert [(r.model_id, r.http_status, r.error_code) for r in recs] == [
-        ("gemma-7b", 404, "model_not_found"), ("no-such-model", 404, "model_not_found"),
-        ("llama-3-8b", 400, "context_length_exceeded"), ("mistral-7b", 503, "no_healthy_node"),
-        ("llama-3-8b", 502, "upstream_error")]
+        ("gemma-7b", 404, "model_not_found"),
+        ("no-such-model", 404, "model_not_found"),
+        ("llama-3-8b", 400, "context_length_exceeded"),
+        ("mistral-7b", 503, "no_healthy_node"),
+        ("llama-3-8b", 502, "upstream_error"),
+    ]
     assert all(r.status == "error" and r.cost_picousd == 0 for r in recs)
 
 

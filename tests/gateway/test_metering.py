@@ -1,0 +1,78 @@
+"""The usage meter: batched, idempotent by request id, spooled when the database is down, replayed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from api.gateway.metering import UsageMeter
+from cic.models import UsageRecord
+
+
+def _row(i: int) -> dict[str, Any]:
+    return {
+        "request_id": f"req_spool_{i}",
+        "org_id": "org_x",
+        "environment_id": "env_x",
+        "api_key_id": "key_x",
+        "model_id": "llama-3-8b",
+        "region_code": "us-east",
+        "node_id": "node_x",
+        "endpoint": "chat.completions",
+        "stream": False,
+        "status": "ok",
+        "http_status": 200,
+        "error_code": None,
+        "prompt_tokens": i,
+        "completion_tokens": 2 * i,
+        "cached_tokens": 0,
+        "latency_ms": 5,
+        "ttft_ms": 3,
+        "input_per_1m_micros": 50_000,
+        "output_per_1m_micros": 50_000,
+        "cost_picousd": 150_000 * i,
+        "created_at": datetime.now(UTC),
+    }
+
+
+def _count(session: Session) -> int:
+    session.expire_all()
+    return int(session.exec(select(func.count()).select_from(UsageRecord)).one())
+
+
+def test_spool_when_db_down_then_replay_exactly_once(engine: Engine, session: Session, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    dead = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 1})
+    down = UsageMeter(dead, spool)
+    for i in range(1, 2501):
+        down.record(_row(i))
+    asyncio.run(down.flush())
+    assert down.spooled == 2500 and down.pending == 0
+    assert sum(1 for _ in spool.glob("usage-*.jsonl")) == 1
+    assert _count(session) == 0
+
+    up = UsageMeter(engine, spool)
+    up.record(_row(1))  # one of them also arrives directly: the replay must not count it twice
+    asyncio.run(up.flush())
+    assert asyncio.run(up.replay_spool()) == 2500
+    assert list(spool.iterdir()) == []
+    assert _count(session) == 2500
+    total = session.exec(select(func.sum(UsageRecord.cost_picousd))).one()
+    assert total == 150_000 * sum(range(1, 2501))
+    assert asyncio.run(up.replay_spool()) == 0
+    first = session.exec(select(UsageRecord).where(col(UsageRecord.request_id) == "req_spool_7")).one()
+    assert first.created_at.tzinfo is not None and first.completion_tokens == 14
+
+
+def test_shutdown_flushes_queue(engine: Engine, session: Session, tmp_path: Path) -> None:
+    meter = UsageMeter(engine, tmp_path)
+    for i in range(1, 11):
+        meter.record(_row(i))
+    asyncio.run(meter.close())
+    assert _count(session) == 10
