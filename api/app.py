@@ -24,6 +24,7 @@ from api.gateway.service import DataPlane
 from api.routes import auth, catalog, docs, environments, health, keys, members, orgs, usage
 from cic import events, logs
 from cic.db import make_engine
+from cic.services.orgs import RESERVED_SLUGS
 from cic.settings import Settings, get_settings
 
 log = logging.getLogger("cic.api")
@@ -74,7 +75,7 @@ class PlatformApp:
                 await self.api.state.data_plane.gateway(scope, receive, send, path[4:], None)
                 return
             parts = path.split("/", 4)
-            if len(parts) == 5 and parts[3] == "v1" and parts[1] not in RESERVED_SEGMENTS:
+            if len(parts) == 5 and parts[3] == "v1" and parts[1] not in RESERVED_SLUGS:
                 await self.api.state.data_plane.gateway(scope, receive, send, parts[4], (parts[1], parts[2]))
                 return
         await self.api(scope, receive, send)

@@ -319,14 +319,16 @@ class Gateway:
         price = self.s.catalog.price(call.model, call.region, call.created_at.timestamp()) if call.region else None
         self.s.meter.record(call.row(price))
         elapsed = time.perf_counter() - call.started
-        metrics.REQUESTS.labels(call.endpoint, call.model, str(call.http_status)).inc()
-        metrics.LATENCY.labels(call.endpoint, call.model).observe(elapsed)
+        # Label values come from the catalog only: a client's made-up model names must not grow the metrics.
+        model = call.model if call.model in self.s.catalog.models else "unknown"
+        metrics.REQUESTS.labels(call.endpoint, model, str(call.http_status)).inc()
+        metrics.LATENCY.labels(call.endpoint, model).observe(elapsed)
         if call.ttft_s is not None and call.stream:
-            metrics.TTFT.labels(call.model).observe(call.ttft_s)
+            metrics.TTFT.labels(model).observe(call.ttft_s)
         if call.prompt_tokens:
-            metrics.TOKENS.labels(call.model, call.identity.org_id, "prompt").inc(call.prompt_tokens)
+            metrics.TOKENS.labels(model, call.identity.org_id, "prompt").inc(call.prompt_tokens)
         if call.completion_tokens:
-            metrics.TOKENS.labels(call.model, call.identity.org_id, "completion").inc(call.completion_tokens)
+            metrics.TOKENS.labels(model, call.identity.org_id, "completion").inc(call.completion_tokens)
 
 
 # --- helpers -----------------------------------------------------------------------------------

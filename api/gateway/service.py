@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.gateway import tokens
 from api.gateway.adapter import LiteLLMAdapter
 from api.gateway.app import Gateway, GatewayState
 from api.gateway.auth import KeyCache
@@ -26,6 +27,10 @@ log = logging.getLogger("cic.gateway")
 
 CATALOG_REFRESH_S = 30.0
 NO_BUS_TTL_S = 1.0
+
+
+async def _warm_tokenizer() -> None:
+    await asyncio.to_thread(tokens.count_tokens, "warm up")
 
 
 class DataPlane:
@@ -52,6 +57,8 @@ class DataPlane:
         except SQLAlchemyError as exc:
             # Serve anyway: /ready reports the database, and the refresh loops retry every second.
             log.error("database unreachable at start-up; the data plane waits for it: %s", exc)
+        # Load the tokenizer off the event loop now, not on the first request that needs it.
+        self._tasks.append(asyncio.create_task(_warm_tokenizer(), name="tokenizer warm-up"))
         self._every(self.settings.node_refresh_s, self.refresh_nodes, "node registry")
         self._every(CATALOG_REFRESH_S, self.refresh_catalog, "catalog", until_loaded=True)
         self._every(self.settings.last_used_flush_s, self.state.keys.flush_last_used, "last_used_at")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from agent.cli import node_app
 from cic import events, migrations
 from cic.db import make_engine, session_scope
 from cic.errors import CICError
@@ -43,6 +44,7 @@ envs_app = typer.Typer(help="Environments of an organization.", no_args_is_help=
 keys_app = typer.Typer(help="Inference API keys.", no_args_is_help=True)
 nodes_app = typer.Typer(help="GPU nodes and other upstreams.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and cost.", no_args_is_help=True)
+app.add_typer(node_app, name="node", help="Run node-side processes (the vLLM simulator).")
 for sub, name in (
     (db_app, "db"),
     (catalog_app, "catalog"),

@@ -15,6 +15,34 @@ from cic.services.authz import Actor, authorize_org
 
 _SLUG_RE = re.compile(SLUG_PATTERN)
 
+# First path segments of the platform's own URLs: an org slug must never shadow them in a
+# tenant-scoped base URL (/{org}/{env}/v1/...).
+RESERVED_SLUGS = frozenset(
+    {
+        "api",
+        "v1",
+        "docs",
+        "docs-assets",
+        "openapi.json",
+        "health",
+        "ready",
+        "metrics",
+        "internal",
+        "static",
+        "admin",
+        "auth",
+        "login",
+        "signup",
+        "logout",
+        "dashboard",
+        "billing",
+        "settings",
+        "_next",
+        "_event",
+        "_upload",
+    }
+)
+
 
 def slugify(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
@@ -40,6 +68,8 @@ def create_org(
             param="slug",
             code="invalid_slug",
         )
+    if slug in RESERVED_SLUGS:
+        raise ValidationFailed(f"The slug '{slug}' is reserved; choose another.", param="slug", code="slug_reserved")
     if session.exec(select(Org.id).where(Org.slug == slug)).first() is not None:
         raise Conflict(
             f"The organization slug '{slug}' is taken; choose another slug.", param="slug", code="slug_taken"

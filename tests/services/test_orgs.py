@@ -90,3 +90,10 @@ def test_add_unknown_email(session: Session) -> None:
     org = make_org(session, owner)
     with pytest.raises(NotFound, match="sign up first"):
         orgs.add_member(session, Actor.user(owner.id), org.id, email="nobody@example.com", role=Role.member)
+
+
+def test_reserved_slugs_refused(session: Session) -> None:
+    owner = make_user(session)
+    for name in ("API", "v1", "Docs"):
+        with pytest.raises(ValidationFailed, match="reserved"):
+            orgs.create_org(session, Actor.user(owner.id), name=name, owner=owner)
