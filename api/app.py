@@ -7,6 +7,8 @@ reach without passing through FastAPI's routing, dependencies or middleware.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -18,11 +20,11 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
 
 import cic
-from api import errors
+from api import errors, sweeper
 from api.gateway.app import Receive, Scope, Send
 from api.gateway.service import DataPlane
-from api.routes import auth, catalog, docs, environments, health, keys, members, orgs, usage
-from cic import events, logs
+from api.routes import admin, auth, catalog, docs, environments, health, keys, members, nodes_internal, orgs, usage
+from cic import events, logs, nodeauth
 from cic.db import make_engine
 from cic.services.orgs import RESERVED_SLUGS
 from cic.settings import Settings, get_settings
@@ -53,7 +55,7 @@ RESERVED_SEGMENTS = frozenset(
 
 def management_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    for module in (auth, orgs, members, environments, keys, catalog, usage):
+    for module in (auth, orgs, members, environments, keys, catalog, usage, admin):
         router.include_router(module.router)
     return router
 
@@ -101,7 +103,9 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
                 "CIC_REDIS_URL is not set: limits, caches and locks are in-process. "
                 "Run a single API process, or set CIC_REDIS_URL for several workers or instances."
             )
+        app.state.nonces = nodeauth.RedisNonces(sync_redis) if sync_redis is not None else nodeauth.MemoryNonces()
         await data_plane.start()
+        sweep = asyncio.create_task(sweeper.run(app.state.engine, settings, app.state.redis), name="health sweep")
         log.info(
             "api started",
             extra={
@@ -114,6 +118,9 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
         try:
             yield
         finally:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
             await data_plane.stop()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
@@ -131,6 +138,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     )
     errors.install(api)
     api.include_router(health.router)
+    api.include_router(nodes_internal.router)
     api.include_router(management_router())
     docs.install(api)
     api.add_middleware(RequestIdMiddleware)

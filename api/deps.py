@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from cic import events
-from cic.errors import AuthenticationError
+from cic.errors import AuthenticationError, PermissionDenied
 from cic.models import User
 from cic.services import users
 from cic.services.authz import Actor
@@ -68,3 +68,12 @@ def get_actor(request: Request, user: CurrentUser) -> Actor:
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+def get_platform_admin(user: CurrentUser, actor: ActorDep) -> Actor:
+    if not user.is_platform_admin:
+        raise PermissionDenied("This needs a platform operator account.", code="not_platform_admin")
+    return actor
+
+
+AdminDep = Annotated[Actor, Depends(get_platform_admin)]

@@ -6,6 +6,7 @@ CICError
 ├── PermissionDenied      403  known caller, not allowed
 ├── NotFound              404  (also used for objects of other orgs, so their existence never leaks)
 ├── Conflict              409  duplicate or state clash
+├── Gone                  410  the object existed and is gone for good (a deregistered node)
 ├── ValidationFailed      422  well-formed but unacceptable values (unknown region, weak password, ...)
 └── DependencyUnavailable 503  the database or Redis cannot be reached
 """
@@ -52,6 +53,12 @@ class Conflict(CICError):
     status_code = 409
     error_type = "conflict_error"
     default_code = "conflict"
+
+
+class Gone(CICError):
+    status_code = 410
+    error_type = "gone_error"
+    default_code = "gone"
 
 
 class ValidationFailed(CICError):

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     )
     last_used_flush_s: float = Field(default=5.0, gt=0, description="how often keys' last_used_at is written")
     node_refresh_s: float = Field(default=1.0, gt=0, description="how often workers re-read the node registry")
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, description="what agents are told to use")
+    heartbeat_timeout_s: float = Field(default=15.0, gt=0, description="silence after which a node gets no traffic")
+    node_offline_after_s: float = Field(default=600.0, gt=0, description="silence after which a node is removed")
+    routing_policy: str = Field(default="least_load", description="default routing policy (per environment too)")
     upstream_connect_timeout_s: float = Field(default=3.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"

@@ -39,6 +39,7 @@ def env_public(session: Session, org: Org, env: Environment, public_base_url: st
         region=env.region_code,
         models=enabled_models(session, env.id),
         allow_cross_region_failover=env.allow_cross_region_failover,
+        routing_policy=env.routing_policy,
         rpm=env.rpm,
         tpm=env.tpm,
         tpd=env.tpd,

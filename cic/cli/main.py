@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from agent.cli import node_app
+from agent.cli import agent_command, node_app
 from cic import events, migrations
 from cic.db import make_engine, session_scope
 from cic.errors import CICError
@@ -45,6 +45,7 @@ keys_app = typer.Typer(help="Inference API keys.", no_args_is_help=True)
 nodes_app = typer.Typer(help="GPU nodes and other upstreams.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and cost.", no_args_is_help=True)
 app.add_typer(node_app, name="node", help="Run node-side processes (the vLLM simulator).")
+app.command("agent", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(agent_command)
 for sub, name in (
     (db_app, "db"),
     (catalog_app, "catalog"),
@@ -264,6 +265,9 @@ def envs_create(
     tpm: Annotated[int | None, typer.Option(help="tokens per minute")] = None,
     tpd: Annotated[int | None, typer.Option(help="tokens per day")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
+    routing_policy: Annotated[
+        str | None, typer.Option(help="round_robin, least_load, latency, cost or prefix_affinity")
+    ] = None,
 ) -> None:
     """Create an environment; prints it as JSON."""
     try:
@@ -276,6 +280,7 @@ def envs_create(
             tpm=tpm,
             tpd=tpd,
             max_concurrency=max_concurrency,
+            routing_policy=routing_policy,
         )
     except ValidationError as exc:
         _fail(_pydantic_message(exc))
@@ -471,6 +476,48 @@ def nodes_list() -> None:
     """Registered nodes, as JSON."""
     with _db() as (session, _):
         out = [nodes.node_public(n) for n in nodes.list_nodes(session)]
+    _emit(out)
+
+
+@nodes_app.command("token")
+def nodes_token(
+    region: Annotated[str | None, typer.Option(help="only nodes of this region may use it")] = None,
+    expires_in: Annotated[float, typer.Option(help="hours until it expires")] = 24,
+    max_uses: Annotated[int | None, typer.Option(help="how many nodes may register with it")] = None,
+) -> None:
+    """Print a bootstrap token for `cic agent --token` (shown once; it can only register nodes)."""
+    with _db() as (session, settings):
+        plaintext, row = nodes.create_node_token(
+            session,
+            SYSTEM,
+            region=region,
+            expires_in_hours=expires_in,
+            max_uses=max_uses,
+            pepper=settings.key_pepper.get_secret_value(),
+        )
+        out = {
+            "token": plaintext,
+            "id": row.id,
+            "region": row.region_code,
+            "expires_at": row.expires_at.isoformat(),
+            "max_uses": row.max_uses,
+        }
+    _emit(out)
+
+
+@nodes_app.command("drain")
+def nodes_drain(node_id: Annotated[str, typer.Argument(help="the node's id (node_…)")]) -> None:
+    """Send the node no new requests (those in flight finish)."""
+    with _db() as (session, _):
+        out = nodes.node_public(nodes.admin_drain(session, SYSTEM, node_id))
+    _emit(out)
+
+
+@nodes_app.command("undrain")
+def nodes_undrain(node_id: Annotated[str, typer.Argument(help="the node's id (node_…)")]) -> None:
+    """Give a drained node traffic again."""
+    with _db() as (session, _):
+        out = nodes.node_public(nodes.admin_undrain(session, SYSTEM, node_id))
     _emit(out)
 
 

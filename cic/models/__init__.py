@@ -5,7 +5,7 @@ from cic.models.audit import AuditEvent
 from cic.models.catalog import CatalogModel, ModelKind, ModelPrice, Region
 from cic.models.environments import Environment, EnvironmentModel
 from cic.models.keys import ApiKey
-from cic.models.nodes import Node, NodeStatus
+from cic.models.nodes import Deployment, Launch, Node, NodeStatus, NodeToken
 from cic.models.orgs import Membership, Org, Plan, Role
 from cic.models.usage import UsageRecord, UsageStatus
 from cic.models.users import User, UserSession
@@ -14,13 +14,16 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "CatalogModel",
+    "Deployment",
     "Environment",
     "EnvironmentModel",
+    "Launch",
     "Membership",
     "ModelKind",
     "ModelPrice",
     "Node",
     "NodeStatus",
+    "NodeToken",
     "Org",
     "Plan",
     "Region",

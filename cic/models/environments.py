@@ -31,6 +31,7 @@ class Environment(LimitsMixin, table=True):
     name: str = Field(max_length=32)
     region_code: str = Field(foreign_key="regions.code", max_length=32)
     allow_cross_region_failover: bool = Field(default=False)
+    routing_policy: str | None = Field(default=None, max_length=32, description="overrides the deployment's")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -50,12 +51,14 @@ class EnvironmentCreate(LimitsMixin):
     region: str = Field(max_length=32)
     models: list[str] = Field(min_length=1, max_length=100)
     allow_cross_region_failover: bool = False
+    routing_policy: str | None = Field(default=None, max_length=32)
 
 
 class EnvironmentUpdate(LimitsMixin):
     region: str | None = Field(default=None, max_length=32)
     models: list[str] | None = Field(default=None, min_length=1, max_length=100)
     allow_cross_region_failover: bool | None = None
+    routing_policy: str | None = Field(default=None, max_length=32)
 
 
 class EnvironmentPublic(SQLModel):
@@ -65,6 +68,7 @@ class EnvironmentPublic(SQLModel):
     region: str
     models: list[str]
     allow_cross_region_failover: bool
+    routing_policy: str | None = None
     rpm: int | None
     tpm: int | None
     tpd: int | None

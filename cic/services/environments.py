@@ -17,6 +17,17 @@ from cic.services.authz import Actor, authorize_org
 
 _NAME_RE = re.compile(ENV_NAME_PATTERN)
 LIMIT_FIELDS = ("rpm", "tpm", "tpd", "max_concurrency")
+# The gateway's routing policies (api/gateway/policies.py registers these names).
+ROUTING_POLICIES = ("round_robin", "least_load", "latency", "cost", "prefix_affinity")
+
+
+def _check_policy(policy: str | None) -> None:
+    if policy is not None and policy not in ROUTING_POLICIES:
+        raise ValidationFailed(
+            f"Unknown routing policy '{policy}'. Choose one of: {', '.join(ROUTING_POLICIES)}.",
+            param="routing_policy",
+            code="unknown_routing_policy",
+        )
 
 
 def find_env(session: Session, org: Org, ref: str) -> Environment:
@@ -61,6 +72,7 @@ def create_env(session: Session, actor: Actor, org_ref: str, data: EnvironmentCr
         )
     catalog.require_region(session, data.region)
     models = catalog.require_models(session, data.models)
+    _check_policy(data.routing_policy)
     exists = session.exec(
         select(Environment.id).where(
             Environment.org_id == org.id, Environment.name == name, col(Environment.deleted_at).is_(None)
@@ -73,6 +85,7 @@ def create_env(session: Session, actor: Actor, org_ref: str, data: EnvironmentCr
         name=name,
         region_code=data.region,
         allow_cross_region_failover=data.allow_cross_region_failover,
+        routing_policy=data.routing_policy,
         **{f: getattr(data, f) for f in LIMIT_FIELDS},
     )
     session.add(env)
@@ -124,6 +137,9 @@ def update_env(
         env.region_code = changes["region"]
     if changes.get("models") is not None:
         _set_models(session, env, catalog.require_models(session, changes["models"]))
+    if "routing_policy" in changes:
+        _check_policy(changes["routing_policy"])
+        env.routing_policy = changes["routing_policy"]
     if changes.get("allow_cross_region_failover") is not None:
         env.allow_cross_region_failover = changes["allow_cross_region_failover"]
     for f in LIMIT_FIELDS:

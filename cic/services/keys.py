@@ -206,6 +206,7 @@ class KeyIdentity:
     environment: str
     region: str
     allow_cross_region: bool
+    routing_policy: str | None
     models: tuple[str, ...]
     allowed_models: tuple[str, ...] | None
     expires_at: datetime | None
@@ -250,6 +251,7 @@ def identity_by_hash(session: Session, key_hash: str) -> KeyIdentity:
         environment=env.name,
         region=env.region_code,
         allow_cross_region=env.allow_cross_region_failover,
+        routing_policy=env.routing_policy,
         models=tuple(enabled_models(session, env.id)),
         allowed_models=tuple(key.allowed_models) if key.allowed_models is not None else None,
         expires_at=key.expires_at,
