@@ -135,6 +135,9 @@ def agent_command(
         typer.Option(help="Attach to a running OpenAI-compatible server at this URL instead of starting vLLM."),
     ] = None,
     vllm_model: Annotated[str | None, typer.Option(help="Weights for `vllm serve` (HF repo id or a path).")] = None,
+    vllm_python: Annotated[
+        str | None, typer.Option(help="Python interpreter that has vLLM installed (default: this one).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface vLLM binds.")] = "0.0.0.0",  # noqa: S104 - gateways must reach it
     port: Annotated[int, typer.Option(help="Port vLLM listens on.")] = 8000,
     advertise_url: Annotated[
