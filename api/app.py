@@ -31,27 +31,6 @@ from cic.settings import Settings, get_settings
 
 log = logging.getLogger("cic.api")
 
-# First path segments that are never an org slug in a tenant-scoped URL (/{org}/{env}/v1/...).
-RESERVED_SEGMENTS = frozenset(
-    {
-        "api",
-        "v1",
-        "docs",
-        "docs-assets",
-        "openapi.json",
-        "health",
-        "ready",
-        "metrics",
-        "internal",
-        "static",
-        "admin",
-        "auth",
-        "_next",
-        "_event",
-        "_upload",
-    }
-)
-
 
 def management_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1")

@@ -34,7 +34,8 @@ def get_org(org: str, actor: ActorDep, session: SessionDep) -> OrgPublic:
 
 @router.patch("/{org}", response_model=OrgPublic)
 def update_org(org: str, body: OrgUpdate, actor: ActorDep, session: SessionDep) -> OrgPublic:
-    row = orgs.rename_org(session, actor, org, body.name) if body.name else authorize_org(session, actor, org)[0]
+    """Rename, or set limits (rpm, tpm, tpd, max_concurrency): members may only tighten their plan's."""
+    row = orgs.update_org(session, actor, org, body)
     session.commit()
     _, role = authorize_org(session, actor, org)
     return org_public(row, role)

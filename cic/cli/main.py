@@ -22,9 +22,10 @@ from cic import events, migrations
 from cic.db import make_engine, session_scope
 from cic.errors import CICError
 from cic.models import NodeStatus, Plan, Role
-from cic.models.environments import EnvironmentCreate
-from cic.models.keys import ApiKeyCreate
+from cic.models.environments import EnvironmentCreate, EnvironmentUpdate
+from cic.models.keys import ApiKeyCreate, ApiKeyUpdate
 from cic.models.nodes import NodeCreate
+from cic.models.orgs import OrgUpdate
 from cic.services import catalog, environments, keys, nodes, orgs, usage, users
 from cic.services.authz import Actor
 from cic.settings import Settings, get_settings
@@ -237,6 +238,39 @@ def orgs_create(
     _emit(out)
 
 
+RpmOpt = Annotated[int | None, typer.Option(help="requests per minute")]
+TpmOpt = Annotated[int | None, typer.Option(help="tokens per minute")]
+TpdOpt = Annotated[int | None, typer.Option(help="tokens per day")]
+ConcOpt = Annotated[int | None, typer.Option(help="requests in flight")]
+
+
+def _limit_changes(**values: int | None) -> dict[str, object]:
+    """Only the limits given on the command line; 0 clears a limit (inherit / no limit)."""
+    return {k: (None if v == 0 else v) for k, v in values.items() if v is not None}
+
+
+@orgs_app.command("update")
+def orgs_update(
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    name: Annotated[str | None, typer.Option(help="new display name")] = None,
+    plan: Annotated[Plan | None, typer.Option(help="billing plan")] = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    tpd: TpdOpt = None,
+    max_concurrency: ConcOpt = None,
+) -> None:
+    """Change an org's name, plan or limits (0 clears a limit back to the plan's)."""
+    changes: dict[str, object] = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency)
+    if name is not None:
+        changes["name"] = name
+    if plan is not None:
+        changes["plan"] = plan
+    with _db() as (session, _):
+        row = orgs.update_org(session, SYSTEM, org, OrgUpdate.model_validate(changes))
+        out = org_public(row).model_dump(mode="json", exclude={"role"})
+    _emit(out)
+
+
 @orgs_app.command("list")
 def orgs_list() -> None:
     """Every organization, as JSON."""
@@ -288,6 +322,33 @@ def envs_create(
         env = environments.create_env(session, SYSTEM, org, data)
         row, _ = environments.get_env(session, SYSTEM, org, env.id)
         out = env_public(session, row, env, settings.public_base_url)
+    _emit(out)
+
+
+@envs_app.command("update")
+def envs_update(
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    env: Annotated[str, typer.Option(help="environment name or id")],
+    region: Annotated[str | None, typer.Option(help="move to this region")] = None,
+    models: Annotated[str | None, typer.Option(help="comma-separated model ids (replaces the list)")] = None,
+    routing_policy: Annotated[str | None, typer.Option(help="routing policy override")] = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    tpd: TpdOpt = None,
+    max_concurrency: ConcOpt = None,
+) -> None:
+    """Change an environment's region, models, routing policy or limits (0 clears a limit)."""
+    changes: dict[str, object] = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency)
+    for k, v in (("region", region), ("models", _csv(models)), ("routing_policy", routing_policy)):
+        if v is not None:
+            changes[k] = v
+    try:
+        data = EnvironmentUpdate.model_validate(changes)
+    except ValidationError as exc:
+        _fail(_pydantic_message(exc))
+    with _db() as (session, settings):
+        row, e = environments.update_env(session, SYSTEM, org, env, data)
+        out = env_public(session, row, e, settings.public_base_url)
     _emit(out)
 
 
@@ -355,6 +416,25 @@ def keys_revoke(
     """Revoke a key now."""
     with _db() as (session, _):
         out = key_public(*keys.revoke_key(session, SYSTEM, org, key_id))
+    _emit(out)
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: Annotated[str, typer.Argument(help="the key's id (key_…)")],
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    name: Annotated[str | None, typer.Option(help="new name")] = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    tpd: TpdOpt = None,
+    max_concurrency: ConcOpt = None,
+) -> None:
+    """Change a key's name or limits (0 clears a limit); they can only narrow the environment's."""
+    changes: dict[str, object] = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency)
+    if name is not None:
+        changes["name"] = name
+    with _db() as (session, _):
+        out = key_public(*keys.update_key(session, SYSTEM, org, key_id, ApiKeyUpdate.model_validate(changes)))
     _emit(out)
 
 

@@ -56,8 +56,12 @@ class OrgCreate(OrgBase):
     plan: Plan = Plan.free
 
 
-class OrgUpdate(SQLModel):
+class OrgUpdate(LimitsMixin):
+    """Name, and limits: an owner or admin may tighten the plan's limits; only an operator may raise
+    them or change the plan."""
+
     name: str | None = Field(default=None, min_length=1, max_length=120)
+    plan: Plan | None = None
 
 
 class OrgPublic(OrgBase):

@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 
 from cic import events
 from cic.errors import Conflict, NotFound, ValidationFailed
+from cic.limits import FIELDS, Limits, check_narrows, org_limits
 from cic.models import ApiKey, Environment, EnvironmentModel, Org, Role
 from cic.models.environments import ENV_NAME_PATTERN, EnvironmentCreate, EnvironmentUpdate
 from cic.models.types import utcnow
@@ -16,7 +17,19 @@ from cic.services import audit, catalog
 from cic.services.authz import Actor, authorize_org
 
 _NAME_RE = re.compile(ENV_NAME_PATTERN)
-LIMIT_FIELDS = ("rpm", "tpm", "tpd", "max_concurrency")
+LIMIT_FIELDS = FIELDS
+
+
+def org_effective_limits(org: Org) -> Limits:
+    return org_limits(org.plan, Limits(org.rpm, org.tpm, org.tpd, org.max_concurrency))
+
+
+def check_env_limits(org: Org, env: Environment) -> None:
+    check_narrows(
+        org_effective_limits(org), Limits(env.rpm, env.tpm, env.tpd, env.max_concurrency), "organization", "environment"
+    )
+
+
 # The gateway's routing policies (api/gateway/policies.py registers these names).
 ROUTING_POLICIES = ("round_robin", "least_load", "latency", "cost", "prefix_affinity")
 
@@ -88,6 +101,7 @@ def create_env(session: Session, actor: Actor, org_ref: str, data: EnvironmentCr
         routing_policy=data.routing_policy,
         **{f: getattr(data, f) for f in LIMIT_FIELDS},
     )
+    check_env_limits(org, env)
     session.add(env)
     try:
         session.flush()
@@ -145,6 +159,7 @@ def update_env(
     for f in LIMIT_FIELDS:
         if f in changes:
             setattr(env, f, changes[f])
+    check_env_limits(org, env)
     env.updated_at = utcnow()
     session.add(env)
     events.invalidate(session, envs=(env.id,))

@@ -9,12 +9,13 @@ from sqlmodel import Session, col, select
 
 from cic import events, security
 from cic.errors import AuthenticationError, NotFound, ValidationFailed
+from cic.limits import Limits, check_narrows, org_limits
 from cic.models import ApiKey, Environment, Org, Role
 from cic.models.keys import ApiKeyCreate, ApiKeyUpdate
 from cic.models.types import utcnow
 from cic.services import audit
 from cic.services.authz import Actor, authorize_org
-from cic.services.environments import LIMIT_FIELDS, enabled_models, find_env
+from cic.services.environments import LIMIT_FIELDS, enabled_models, find_env, org_effective_limits
 
 DEFAULT_ROTATION_GRACE_HOURS = 24
 
@@ -32,6 +33,11 @@ def key_status(key: ApiKey, now: datetime | None = None) -> str:
     if key.revoked_at is not None:
         return "rotating"
     return "active"
+
+
+def _check_key_limits(org: Org, env: Environment, key: ApiKey) -> None:
+    parent = org_effective_limits(org).narrowed_by(limits_of(env))
+    check_narrows(parent, limits_of(key), "environment", "key")
 
 
 def _check_allowed_models(session: Session, env: Environment, models: list[str] | None) -> list[str] | None:
@@ -73,6 +79,7 @@ def create_key(session: Session, actor: Actor, org_ref: str, data: ApiKeyCreate,
         expires_at=utcnow() + timedelta(days=data.expires_in_days) if data.expires_in_days else None,
         **{f: getattr(data, f) for f in LIMIT_FIELDS},
     )
+    _check_key_limits(org, env, key)
     session.add(key)
     audit.record(
         session,
@@ -130,6 +137,7 @@ def update_key(
     for f in LIMIT_FIELDS:
         if f in changes:
             setattr(key, f, changes[f])
+    _check_key_limits(org, env, key)
     session.add(key)
     events.invalidate(session, keys=(key.id,))
     audit.record(session, actor, "key.updated", org_id=org.id, target_type="api_key", target_id=key.id, changes=changes)
@@ -211,6 +219,9 @@ class KeyIdentity:
     allowed_models: tuple[str, ...] | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    org_limits: Limits
+    env_limits: Limits
+    key_limits: Limits
 
     @property
     def valid_until(self) -> datetime | None:
@@ -231,14 +242,14 @@ def authenticate_key(session: Session, plaintext: str, *, pepper: str) -> KeyIde
 
 def identity_by_hash(session: Session, key_hash: str) -> KeyIdentity:
     row = session.exec(
-        select(ApiKey, Environment, Org.slug)
+        select(ApiKey, Environment, Org)
         .join(Environment, col(Environment.id) == col(ApiKey.environment_id))
         .join(Org, col(Org.id) == col(ApiKey.org_id))
         .where(ApiKey.key_hash == key_hash)
     ).first()
     if row is None:
         raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
-    key, env, org_slug = row
+    key, env, org = row
     status = key_status(key)
     if status not in USABLE or env.deleted_at is not None:
         reason = "expired" if status == "expired" else "revoked"
@@ -246,7 +257,7 @@ def identity_by_hash(session: Session, key_hash: str) -> KeyIdentity:
     return KeyIdentity(
         key_id=key.id,
         org_id=key.org_id,
-        org_slug=org_slug,
+        org_slug=org.slug,
         environment_id=env.id,
         environment=env.name,
         region=env.region_code,
@@ -256,4 +267,11 @@ def identity_by_hash(session: Session, key_hash: str) -> KeyIdentity:
         allowed_models=tuple(key.allowed_models) if key.allowed_models is not None else None,
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
+        org_limits=org_limits(org.plan, limits_of(org)),
+        env_limits=limits_of(env),
+        key_limits=limits_of(key),
     )
+
+
+def limits_of(row: Org | Environment | ApiKey) -> Limits:
+    return Limits(row.rpm, row.tpm, row.tpd, row.max_concurrency)

@@ -7,9 +7,12 @@ import re
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from cic import events
 from cic.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from cic.limits import FIELDS as LIMIT_FIELDS
+from cic.limits import PLAN_LIMITS, Limits, check_narrows
 from cic.models import Membership, Org, Plan, Role, User
-from cic.models.orgs import SLUG_PATTERN
+from cic.models.orgs import SLUG_PATTERN, OrgUpdate
 from cic.services import audit, users
 from cic.services.authz import Actor, authorize_org
 
@@ -110,11 +113,38 @@ def list_orgs(session: Session, actor: Actor) -> list[tuple[Org, Role]]:
     return [(o, Role(r)) for o, r in rows]
 
 
-def rename_org(session: Session, actor: Actor, ref: str, name: str) -> Org:
+def update_org(session: Session, actor: Actor, ref: str, data: OrgUpdate) -> Org:
     org, _ = authorize_org(session, actor, ref, Role.admin)
-    org.name = name.strip()
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("name"):
+        org.name = changes["name"].strip()
+    if "plan" in changes and changes["plan"] is not None:
+        if not actor.is_platform_admin:
+            raise PermissionDenied("Only an operator (or billing) can change the plan.", code="insufficient_role")
+        org.plan = Plan(changes["plan"]).value
+    limit_changes = {f: changes[f] for f in LIMIT_FIELDS if f in changes}
+    if limit_changes:
+        for f, v in limit_changes.items():
+            setattr(org, f, v)
+        if not actor.is_platform_admin:
+            # Members of the org may tighten their plan's limits, never widen them.
+            check_narrows(
+                PLAN_LIMITS.get(org.plan, Limits()),
+                Limits(org.rpm, org.tpm, org.tpd, org.max_concurrency),
+                f"{org.plan} plan",
+                "organization",
+            )
     session.add(org)
-    audit.record(session, actor, "org.renamed", org_id=org.id, target_type="org", target_id=org.id, name=name)
+    events.invalidate(session, orgs=(org.id,))
+    audit.record(
+        session,
+        actor,
+        "org.updated",
+        org_id=org.id,
+        target_type="org",
+        target_id=org.id,
+        changes={k: (v.value if isinstance(v, Plan) else v) for k, v in changes.items()},
+    )
     return org
 
 

@@ -30,7 +30,7 @@ def js(settings: Settings, *args: str) -> Any:
 
 @pytest.mark.usefixtures("engine")
 def test_contract_commands(settings: Settings, session: Session) -> None:
-    org = js(settings, "orgs", "create", "--name", "Acme Corp", "--owner", "ops@acme.example")
+    org = js(settings, "orgs", "create", "--name", "Acme Corp", "--owner", "ops@acme.example", "--plan", "developer")
     assert org["slug"] == "acme-corp" and org["id"].startswith("org_")
     env = js(
         settings,
@@ -101,6 +101,13 @@ def test_contract_commands(settings: Settings, session: Session) -> None:
     ]
     table = run(settings, "usage", "show", "--org", "acme-corp").stdout
     assert "llama-3-8b" in table and "0.000075" in table
+
+    # Limits can only narrow: the developer plan allows 600 requests/min.
+    p = run(settings, "keys", "update", key["id"], "--org", "acme-corp", "--rpm", "601", ok=False)
+    assert p.returncode == 1 and "cannot exceed" in p.stderr
+    assert js(settings, "keys", "update", key["id"], "--org", "acme-corp", "--rpm", "300")["rpm"] == 300
+    assert js(settings, "envs", "update", "--org", "acme-corp", "--env", "prod", "--tpm", "90000")["tpm"] == 90000
+    assert js(settings, "orgs", "update", "--org", "acme-corp", "--max-concurrency", "50")["max_concurrency"] == 50
 
     revoked = js(settings, "keys", "revoke", "--org", "acme-corp", key["id"])
     assert revoked["status"] == "revoked"

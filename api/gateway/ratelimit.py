@@ -1,0 +1,412 @@
+"""Rate limits at four layers — global, org, environment, key — checked and charged together.
+
+Every request costs one Redis round trip at admission (``ratelimit.lua``): all layers are checked and
+charged only if all admit, so a refusal never consumes anyone's budget. Requests and tokens per minute
+use a sliding window (two fixed one-minute windows, the previous one weighted by how much of it still
+overlaps), tokens per day the UTC day, concurrency a set of leases that expire, so a worker killed
+mid-request cannot leak a slot (streams renew their lease while they last).
+
+Tokens are reserved at admission (prompt estimate + ``max_tokens``) and settled with the real usage when
+the response ends, so token limits track what was used, not what was feared.
+
+Without Redis, ``LocalLimiter`` applies the same rules in-process (one process only). When Redis fails
+in a Redis deployment, ``FailoverLimiter`` falls back to in-process limits divided by the number of
+workers (or fails open / closed, as configured), counts it, and returns to Redis when it answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from api.gateway import metrics
+from cic.limits import Limits
+
+log = logging.getLogger("cic.ratelimit")
+
+MIN_MS = 60_000
+DAY_MS = 86_400_000
+LEASE_TTL_MS = 60_000
+_SCRIPT = (Path(__file__).with_name("ratelimit.lua")).read_text()
+
+Kind = Literal["requests", "tokens", "tokens_per_day", "concurrency"]
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One layer's limits for one request: ``name`` is global / organization / environment / key."""
+
+    name: str
+    id: str
+    limits: Limits
+
+    @property
+    def prefix(self) -> str:
+        return f"cic:rl:{self.name}:{self.id}"
+
+
+@dataclass(slots=True)
+class Admission:
+    allowed: bool
+    lease_id: str
+    reserved: int
+    window: int
+    day: int
+    layers: tuple[Layer, ...]
+    # admitted: the tightest layer's figures for OpenAI's headers (-1: no such limit)
+    remaining_requests: int = -1
+    limit_requests: int = -1
+    reset_requests_ms: int = 0
+    remaining_tokens: int = -1
+    limit_tokens: int = -1
+    reset_tokens_ms: int = 0
+    # refused: which layer, which limit
+    layer: Layer | None = None
+    kind: Kind | None = None
+    limit: int = 0
+    used: int = 0
+    retry_ms: int = 0
+    settled: bool = field(default=False)
+    local: bool = False  # admitted by the in-process fallback: settle it there
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        if self.limit_requests >= 0:
+            out += [
+                (b"x-ratelimit-limit-requests", str(self.limit_requests).encode()),
+                (b"x-ratelimit-remaining-requests", str(max(0, self.remaining_requests)).encode()),
+                (b"x-ratelimit-reset-requests", duration(self.reset_requests_ms).encode()),
+            ]
+        if self.limit_tokens >= 0:
+            out += [
+                (b"x-ratelimit-limit-tokens", str(self.limit_tokens).encode()),
+                (b"x-ratelimit-remaining-tokens", str(max(0, self.remaining_tokens)).encode()),
+                (b"x-ratelimit-reset-tokens", duration(self.reset_tokens_ms).encode()),
+            ]
+        return out
+
+
+def duration(ms: float) -> str:
+    """OpenAI's reset format: ``"1s"``, ``"6m0s"``, ``"120ms"``."""
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{math.ceil(ms)}ms"
+    s = ms / 1000
+    if s < 60:
+        return f"{s:.3g}s" if s < 10 and s != int(s) else f"{math.ceil(s)}s"
+    m, sec = divmod(math.ceil(s), 60)
+    if m < 60:
+        return f"{m}m{sec}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m}m{sec}s"
+
+
+class Limiter(Protocol):
+    async def admit(
+        self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
+    ) -> Admission: ...
+
+    async def settle(self, adm: Admission, actual: int) -> None: ...
+
+    async def renew(self, adm: Admission) -> None: ...
+
+
+def _args(layer: Layer) -> list[str | int]:
+    lim = layer.limits
+    return [layer.prefix, lim.rpm or 0, lim.tpm or 0, lim.tpd or 0, lim.max_concurrency or 0]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _result(raw: list[object], layers: tuple[Layer, ...], cost: int, lease: str, now: int) -> Admission:
+    vals = [v.decode() if isinstance(v, bytes) else v for v in raw]
+    adm = Admission(
+        allowed=vals[0] == 1, lease_id=lease, reserved=cost, window=now // MIN_MS, day=now // DAY_MS, layers=layers
+    )
+    if adm.allowed:
+        (
+            adm.remaining_requests,
+            adm.limit_requests,
+            adm.reset_requests_ms,
+            adm.remaining_tokens,
+            adm.limit_tokens,
+            adm.reset_tokens_ms,
+        ) = (int(v) for v in vals[1:7])  # type: ignore[call-overload]
+    else:
+        adm.layer = layers[int(vals[1]) - 1]  # type: ignore[call-overload]
+        adm.kind = str(vals[2])  # type: ignore[assignment]
+        adm.limit, adm.used, adm.retry_ms = (int(v) for v in vals[3:6])  # type: ignore[call-overload]
+        adm.settled = True
+    return adm
+
+
+_SETTLE = """
+local lease, win, day, delta, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 0, n - 1 do
+  local b = 6 + i * 4
+  local p = ARGV[b]
+  if delta ~= 0 and ARGV[b + 1] == '1' then
+    local k = p .. ':t:' .. win
+    if redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, delta) end
+  end
+  if delta ~= 0 and ARGV[b + 2] == '1' then
+    local k = p .. ':d:' .. day
+    if redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, delta) end
+  end
+  if ARGV[b + 3] == '1' then redis.call('ZREM', p .. ':c', lease) end
+end
+return 1
+"""
+
+_RENEW = """
+local lease, expiry, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, n do redis.call('ZADD', ARGV[3 + i], 'XX', expiry, lease) end
+return 1
+"""
+
+
+class RedisLimiter:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._admit = client.register_script(_SCRIPT)
+        self._settle = client.register_script(_SETTLE)
+        self._renew = client.register_script(_RENEW)
+
+    async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
+        now = now_ms if now_ms is not None else _now_ms()
+        argv: list[str | int] = [now, cost, lease_id, LEASE_TTL_MS, len(layers)]
+        for layer in layers:
+            argv += _args(layer)
+        raw = await self._admit(args=argv)
+        return _result(raw, layers, cost, lease_id, now)
+
+    async def settle(self, adm: Admission, actual: int) -> None:
+        if adm.settled:
+            return
+        adm.settled = True
+        argv: list[str | int] = [adm.lease_id, adm.window, adm.day, actual - adm.reserved, len(adm.layers)]
+        for layer in adm.layers:
+            lim = layer.limits
+            argv += [layer.prefix, int(bool(lim.tpm)), int(bool(lim.tpd)), int(bool(lim.max_concurrency))]
+        await self._settle(args=argv)
+
+    async def renew(self, adm: Admission) -> None:
+        keys = [f"{layer.prefix}:c" for layer in adm.layers if layer.limits.max_concurrency]
+        if keys and not adm.settled:
+            await self._renew(args=[adm.lease_id, _now_ms() + LEASE_TTL_MS, len(keys), *keys])
+
+
+class LocalLimiter:
+    """The same rules in process memory: for a single process without Redis, and as the fallback."""
+
+    def __init__(self, divide_by: int = 1) -> None:
+        self.divide_by = max(1, divide_by)
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._leases: dict[str, dict[str, int]] = {}
+        self._last_prune = 0
+
+    def _scaled(self, layer: Layer) -> Limits:
+        if self.divide_by == 1:
+            return layer.limits
+        d = self.divide_by
+        lim = layer.limits
+        return Limits(
+            *(None if v is None else max(1, v // d) for v in (lim.rpm, lim.tpm, lim.tpd, lim.max_concurrency))
+        )
+
+    def _prune(self, win: int, day: int) -> None:
+        if win == self._last_prune:
+            return
+        self._last_prune = win
+        for k in [k for k in self._counts if (k[1] == "d" and k[2] < day) or (k[1] != "d" and k[2] < win - 1)]:
+            del self._counts[k]
+
+    async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
+        now = now_ms if now_ms is not None else _now_ms()
+        win, into, day = now // MIN_MS, now % MIN_MS, now // DAY_MS
+        frac = into / MIN_MS
+        self._prune(win, day)
+        adm = Admission(allowed=True, lease_id=lease_id, reserved=cost, window=win, day=day, layers=layers)
+        c = self._counts
+
+        def used(prefix: str, kind: str) -> tuple[float, int, int]:
+            cur, prev = c.get((prefix, kind, win), 0), c.get((prefix, kind, win - 1), 0)
+            return prev * (1 - frac) + cur, cur, prev
+
+        def wait(limit: int, cur: int, prev: int, need: int) -> int:
+            if cur + need <= limit:
+                return 0 if prev <= 0 else max(0, math.ceil((1 - (limit - need - cur) / prev - frac) * MIN_MS))
+            if need > limit:
+                return -1
+            return math.ceil((MIN_MS - into) + max(0.0, 1 - (limit - need) / cur) * MIN_MS)
+
+        def reset(cur: int, prev: int) -> int:
+            return (MIN_MS - into) + MIN_MS if cur > 0 else (MIN_MS - into if prev > 0 else 0)
+
+        def refuse(layer: Layer, kind: Kind, limit: int, used_now: float, retry: int) -> Admission:
+            adm.allowed, adm.layer, adm.kind, adm.limit, adm.used, adm.retry_ms = (
+                False,
+                layer,
+                kind,
+                limit,
+                int(used_now),
+                retry,
+            )
+            adm.settled = True
+            return adm
+
+        for layer in layers:
+            lim, p = self._scaled(layer), layer.prefix
+            if lim.rpm:
+                u, cur, prev = used(p, "r")
+                if u + 1 > lim.rpm:
+                    return refuse(layer, "requests", lim.rpm, u, wait(lim.rpm, cur, prev, 1))
+                rem = math.floor(lim.rpm - u - 1)
+                if adm.remaining_requests < 0 or rem < adm.remaining_requests:
+                    adm.remaining_requests, adm.limit_requests, adm.reset_requests_ms = (
+                        rem,
+                        lim.rpm,
+                        reset(cur + 1, prev),
+                    )
+            if lim.tpm:
+                u, cur, prev = used(p, "t")
+                if u + cost > lim.tpm:
+                    return refuse(layer, "tokens", lim.tpm, u, wait(lim.tpm, cur, prev, cost))
+                rem = math.floor(lim.tpm - u - cost)
+                if adm.remaining_tokens < 0 or rem < adm.remaining_tokens:
+                    adm.remaining_tokens, adm.limit_tokens, adm.reset_tokens_ms = rem, lim.tpm, reset(cur + cost, prev)
+            if lim.tpd:
+                u_day = c.get((p, "d", day), 0)
+                if u_day + cost > lim.tpd:
+                    return refuse(
+                        layer, "tokens_per_day", lim.tpd, u_day, -1 if cost > lim.tpd else (day + 1) * DAY_MS - now
+                    )
+            if lim.max_concurrency:
+                leases = self._leases.setdefault(p, {})
+                for lid in [lid for lid, exp in leases.items() if exp <= now]:
+                    del leases[lid]
+                if len(leases) >= lim.max_concurrency:
+                    return refuse(layer, "concurrency", lim.max_concurrency, len(leases), 1000)
+        for layer in layers:
+            lim, p = self._scaled(layer), layer.prefix
+            if lim.rpm:
+                c[(p, "r", win)] = c.get((p, "r", win), 0) + 1
+            if lim.tpm and cost:
+                c[(p, "t", win)] = c.get((p, "t", win), 0) + cost
+            if lim.tpd and cost:
+                c[(p, "d", day)] = c.get((p, "d", day), 0) + cost
+            if lim.max_concurrency:
+                self._leases.setdefault(p, {})[lease_id] = now + LEASE_TTL_MS
+        return adm
+
+    async def settle(self, adm: Admission, actual: int) -> None:
+        if adm.settled:
+            return
+        adm.settled = True
+        delta = actual - adm.reserved
+        for layer in adm.layers:
+            p = layer.prefix
+            for kind, idx in (("t", adm.window), ("d", adm.day)):
+                if delta and (p, kind, idx) in self._counts:
+                    self._counts[(p, kind, idx)] += delta
+            leases = self._leases.get(p)
+            if leases is not None:
+                leases.pop(adm.lease_id, None)
+
+    async def renew(self, adm: Admission) -> None:
+        if adm.settled:
+            return
+        expiry = _now_ms() + LEASE_TTL_MS
+        for layer in adm.layers:
+            leases = self._leases.get(layer.prefix)
+            if leases is not None and adm.lease_id in leases:
+                leases[adm.lease_id] = expiry
+
+
+FailMode = Literal["local", "open", "closed"]
+
+
+class FailoverLimiter:
+    """Redis first; when it fails, in-process limits at limit ÷ workers (or open / closed), until it is back."""
+
+    def __init__(
+        self, primary: RedisLimiter, *, workers: int, mode: FailMode = "local", retry_after_s: float = 1.0
+    ) -> None:
+        self.primary = primary
+        self.fallback = LocalLimiter(divide_by=workers)
+        self.mode = mode
+        self.retry_after_s = retry_after_s
+        self._down_until = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        if not self.degraded:
+            log.error("Redis limiter unavailable, using %s limits: %s", self.mode, exc)
+        self._down_until = time.monotonic() + self.retry_after_s
+        metrics.LIMITER_FALLBACKS.inc()
+
+    async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
+        if not self.degraded:
+            try:
+                return await self.primary.admit(layers, cost, lease_id, now_ms)
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        metrics.LIMITER_FALLBACKS.inc()
+        if self.mode == "open":
+            now = now_ms if now_ms is not None else _now_ms()
+            return Admission(
+                allowed=True,
+                lease_id=lease_id,
+                reserved=cost,
+                window=now // MIN_MS,
+                day=now // DAY_MS,
+                layers=(),
+                settled=True,
+            )
+        if self.mode == "closed":
+            now = now_ms if now_ms is not None else _now_ms()
+            return Admission(
+                allowed=False,
+                lease_id=lease_id,
+                reserved=cost,
+                window=now // MIN_MS,
+                day=now // DAY_MS,
+                layers=layers,
+                layer=layers[0] if layers else None,
+                kind="requests",
+                retry_ms=int(self.retry_after_s * 1000),
+                settled=True,
+            )
+        adm = await self.fallback.admit(layers, cost, lease_id, now_ms)
+        adm.local = True
+        return adm
+
+    async def settle(self, adm: Admission, actual: int) -> None:
+        if adm.local:
+            await self.fallback.settle(adm, actual)
+            return
+        try:
+            await self.primary.settle(adm, actual)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)  # the lease expires by itself
+
+    async def renew(self, adm: Admission) -> None:
+        if adm.local:
+            await self.fallback.renew(adm)
+            return
+        try:
+            await self.primary.renew(adm)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
