@@ -166,7 +166,7 @@ def agent_command(
     engine: Engine = (
         Engine(upstream)
         if upstream
-        else VllmProcess(str(vllm_model), model, host=host, port=port, extra_args=list(ctx.args))
+        else VllmProcess(str(vllm_model), model, host=host, port=port, extra_args=list(ctx.args), python=vllm_python)
     )
     if advertise_url is None and not upstream and host in ("0.0.0.0", "::"):  # noqa: S104
         advertise_url = f"http://{socket.gethostname()}:{port}"

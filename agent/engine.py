@@ -69,10 +69,13 @@ class VllmProcess(Engine):
         port: int = 8000,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
-        super().__init__(f"http://{host}:{port}")
+        # Bound to every interface, vLLM is still reached locally through the loopback address.
+        local = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        super().__init__(f"http://{local}:{port}")
         self.argv = [
-            sys.executable,
+            python or sys.executable,
             "-m",
             "vllm.entrypoints.openai.api_server",
             "--model",

@@ -55,6 +55,7 @@ for sub, name in (
     (envs_app, "envs"),
     (keys_app, "keys"),
     (usage_app, "usage"),
+    (nodes_app, "nodes"),
 ):
     app.add_typer(sub, name=name)
 
