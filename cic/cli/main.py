@@ -8,24 +8,27 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import redis
 import typer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from agent.cli import agent_command, node_app
 from cic import events, migrations
 from cic.db import make_engine, session_scope
 from cic.errors import CICError
-from cic.models import NodeStatus, Plan, Role
+from cic.fleet.launcher import DEFAULT_VLLM_VERSION
+from cic.fleet.store import TOKEN_HOURS as FLEET_TOKEN_HOURS
+from cic.models import Deployment, Launch, Node, NodeStatus, Plan, Role
 from cic.models.environments import EnvironmentCreate, EnvironmentUpdate
 from cic.models.keys import ApiKeyCreate, ApiKeyUpdate
 from cic.models.nodes import NodeCreate
 from cic.models.orgs import OrgUpdate
+from cic.models.types import utcnow
 from cic.services import catalog, environments, keys, nodes, orgs, usage, users
 from cic.services.authz import Actor
 from cic.settings import Settings, get_settings
@@ -44,6 +47,7 @@ orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
 envs_app = typer.Typer(help="Environments of an organization.", no_args_is_help=True)
 keys_app = typer.Typer(help="Inference API keys.", no_args_is_help=True)
 nodes_app = typer.Typer(help="GPU nodes and other upstreams.", no_args_is_help=True)
+fleet_app = typer.Typer(help="Desired capacity (deployments) and the spot-aware reconciler.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and cost.", no_args_is_help=True)
 app.add_typer(node_app, name="node", help="Run node-side processes (the vLLM simulator).")
 app.command("agent", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(agent_command)
@@ -56,6 +60,7 @@ for sub, name in (
     (keys_app, "keys"),
     (usage_app, "usage"),
     (nodes_app, "nodes"),
+    (fleet_app, "fleet"),
 ):
     app.add_typer(sub, name=name)
 
@@ -608,6 +613,247 @@ def nodes_remove(node_id: Annotated[str, typer.Argument(help="the node's id (nod
     with _db() as (session, _):
         out = nodes.node_public(nodes.set_status(session, SYSTEM, node_id, NodeStatus.offline))
     _emit(out)
+
+
+# --- nodes launched with SkyPilot ---------------------------------------------------------------
+
+PLACEHOLDER_TOKEN = "<bootstrap token>"  # noqa: S105 - stands in where no real token is needed
+
+
+@nodes_app.command("launch")
+def nodes_launch(
+    model: Annotated[str, typer.Option(help="catalog model id the node serves")],
+    region: Annotated[str, typer.Option(help="region code (its cloud region: CIC_FLEET_CLOUD, CIC_FLEET_REGIONS)")],
+    gpus: Annotated[str, typer.Option(help="SkyPilot accelerators, e.g. A10G:1 or L4:4")] = "A10G:1",
+    spot: Annotated[bool, typer.Option("--spot/--on-demand", help="spot (default) or on-demand VMs")] = True,
+    control_plane: Annotated[
+        str | None, typer.Option(help="URL the node registers with (default: CIC_PUBLIC_BASE_URL)")
+    ] = None,
+    package_spec: Annotated[
+        str | None,
+        typer.Option(envvar="CIC_FLEET_PACKAGE_SPEC", help="pip spec of this package for the node (a wheel URL, ...)"),
+    ] = None,
+    vllm_version: Annotated[str, typer.Option(help="vLLM release on the node")] = DEFAULT_VLLM_VERSION,
+    max_model_len: Annotated[int | None, typer.Option(help="context length (default: the model's)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the SkyPilot task (secrets redacted); launch nothing")] = False,
+    wait: Annotated[bool, typer.Option(help="stream SkyPilot's logs until the cluster is up")] = False,
+) -> None:
+    """Launch a GPU node with SkyPilot: vLLM and the node agent, which registers the node by itself."""
+    from cic.fleet.launcher import LaunchSpec, cluster_name_for
+    from cic.fleet.skypilot import RegionMap, SkyPilotLauncher, attach_secrets, render_task_yaml
+
+    regions = _guard(RegionMap.from_env)
+    launcher = SkyPilotLauncher(regions=regions)
+    with _db() as (session, settings):
+        weights = catalog.get_model(session, model).hf_repo
+        catalog.require_region(session, region)
+        fields: dict[str, Any] = dict(
+            cluster_name=cluster_name_for(model, region),
+            model_id=model,
+            hf_repo=weights,
+            region=region,
+            accelerators=gpus,
+            spot=spot,
+            control_plane_url=control_plane or settings.public_base_url,
+            vllm_version=vllm_version,
+            max_model_len=max_model_len,
+            package_spec=package_spec,
+            hf_token=os.environ.get("HF_TOKEN") or None,
+        )
+        if dry_run:
+            if not package_spec:
+                typer.echo("warning: no --package-spec / CIC_FLEET_PACKAGE_SPEC: a launch would stop here", err=True)
+                fields["package_spec"] = "<CIC_FLEET_PACKAGE_SPEC>"
+            spec = LaunchSpec(**fields, bootstrap_token=PLACEHOLDER_TOKEN, launch_id="lch_<made at launch>")
+            typer.echo(render_task_yaml(attach_secrets(launcher.build(spec), spec)), nl=False)
+            return
+        launcher.build(LaunchSpec(**fields, bootstrap_token=PLACEHOLDER_TOKEN))  # a bad spec fails before any row
+        row = Launch(
+            cluster_name=fields["cluster_name"],
+            model_id=model,
+            region_code=region,
+            accelerators=gpus,
+            spot=spot,
+            detail="cic nodes launch",
+        )
+        session.add(row)
+        token, _ = nodes.create_node_token(
+            session,
+            SYSTEM,
+            region=region,
+            expires_in_hours=FLEET_TOKEN_HOURS,
+            max_uses=2,
+            pepper=settings.key_pepper.get_secret_value(),
+        )
+    # The row is committed before the cluster exists: a launch is never untracked (if this process dies
+    # now, the reconciler finds no cluster and marks the launch failed).
+    spec = LaunchSpec(**fields, bootstrap_token=token, launch_id=row.id)
+    try:
+        handle = launcher.launch(spec)
+        if wait:
+            launcher.wait(handle)
+    except CICError as exc:
+        with _db() as (session, _):
+            failed = session.get(Launch, row.id)
+            if failed is not None:
+                failed.status, failed.detail, failed.updated_at = "failed", exc.message[:500], utcnow()
+                session.add(failed)
+        _fail(exc.message)
+    _emit(
+        {
+            "launch_id": row.id,
+            "cluster_name": spec.cluster_name,
+            "model": model,
+            "region": region,
+            "infra": regions.infra(region),
+            "accelerators": gpus,
+            "spot": spot,
+            "request_id": handle.request_id,
+        }
+    )
+
+
+@nodes_app.command("down")
+def nodes_down(
+    target: Annotated[str, typer.Argument(help="cluster name, launch id (lch_...) or node id (node_...)")],
+) -> None:
+    """Tear down a launched node's cluster, mark its launch down and take its node out of service."""
+    from cic.fleet.skypilot import SkyPilotLauncher
+
+    with _db() as (session, _):
+        launch: Launch | None = None
+        if target.startswith("node_"):
+            node = session.get(Node, target)
+            if node is None or not node.launch_id:
+                _fail(f"node {target} was not launched by us (use `cic nodes remove`)")
+            launch = session.get(Launch, node.launch_id)
+        elif target.startswith("lch_"):
+            launch = session.get(Launch, target)
+        else:
+            launch = session.exec(select(Launch).where(Launch.cluster_name == target)).first()
+        if launch is None and not target.startswith(("node_", "lch_")):
+            cluster, launch_id, deployment_id = target, None, None  # launched outside cic: down it anyway
+        elif launch is None:
+            _fail(f"no launch found for {target}")
+        else:
+            cluster, launch_id, deployment_id = launch.cluster_name, launch.id, launch.deployment_id
+    _guard(lambda: SkyPilotLauncher().down(cluster))
+    gone: list[str] = []
+    with _db() as (session, _):
+        if launch_id is not None:
+            row = session.get(Launch, launch_id)
+            if row is not None:
+                row.status, row.detail, row.updated_at = "down", "cic nodes down", utcnow()
+                session.add(row)
+            live = select(Node).where(Node.launch_id == launch_id, col(Node.deregistered_at).is_(None))
+            for node in session.exec(live):
+                nodes.set_status(session, SYSTEM, node.id, NodeStatus.offline)
+                gone.append(node.id)
+    out: dict[str, Any] = {"cluster_name": cluster, "launch_id": launch_id, "nodes_offline": gone}
+    if deployment_id:
+        out["note"] = f"deployment {deployment_id} keeps its replicas: the reconciler launches a replacement"
+    _emit(out)
+
+
+# --- deployments and the reconciler ---------------------------------------------------------------
+
+
+@fleet_app.command("set")
+def fleet_set(
+    model: Annotated[str, typer.Option(help="catalog model id")],
+    region: Annotated[str, typer.Option(help="region code")],
+    replicas: Annotated[int, typer.Option(min=0, help="nodes to keep running (0 winds it down)")],
+    gpus: Annotated[str, typer.Option(help="SkyPilot accelerators, e.g. A10G:1")] = "A10G:1",
+    spot: Annotated[bool, typer.Option("--spot/--on-demand", help="spot (default) or on-demand")] = True,
+    on_demand_after: Annotated[int, typer.Option(min=1, help="preemptions in an hour before on-demand")] = 3,
+) -> None:
+    """Desired capacity for a model in a region; `cic fleet reconcile` launches and replaces nodes to match."""
+    with _db() as (session, _):
+        _require_model_region(session, model, region)
+        row = session.exec(
+            select(Deployment).where(Deployment.model_id == model, Deployment.region_code == region)
+        ).first() or Deployment(model_id=model, region_code=region, replicas=replicas, accelerators=gpus)
+        row.replicas, row.accelerators, row.spot, row.on_demand_after_preemptions = (
+            replicas,
+            gpus,
+            spot,
+            on_demand_after,
+        )
+        row.updated_at = utcnow()
+        session.add(row)
+        session.flush()
+        out = row.model_dump(mode="json")
+    _emit(out)
+
+
+@fleet_app.command("list")
+def fleet_list() -> None:
+    """Deployments and their launches, as JSON."""
+    with _db() as (session, _):
+        out = {
+            "deployments": [d.model_dump(mode="json") for d in session.exec(select(Deployment))],
+            "launches": [
+                x.model_dump(mode="json") for x in session.exec(select(Launch).order_by(col(Launch.created_at)))
+            ],
+        }
+    _emit(out)
+
+
+@fleet_app.command("reconcile")
+def fleet_reconcile(
+    control_plane: Annotated[str | None, typer.Option(help="URL nodes register with")] = None,
+    package_spec: Annotated[
+        str | None, typer.Option(envvar="CIC_FLEET_PACKAGE_SPEC", help="pip spec for nodes")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the decisions; change nothing")] = False,
+) -> None:
+    """One pass of the orchestrator: keep each deployment's replicas, replace preempted spot nodes."""
+    from cic.fleet.reconciler import FleetConfig, evaluate, reconcile_once
+    from cic.fleet.skypilot import RegionMap, SkyPilotLauncher
+    from cic.fleet.store import DbLaunchStore
+
+    settings = _settings()
+    engine = make_engine(settings)
+    store = DbLaunchStore(engine, settings.key_pepper.get_secret_value())
+    try:
+        if dry_run:
+            decisions = evaluate(
+                store.list_deployments(),
+                store.list_launches(utcnow() - timedelta(hours=1)),
+                store.list_nodes(),
+                utcnow(),
+            )
+            _emit(
+                [
+                    {"decision": type(d).__name__, **{k: str(v) for k, v in vars(d).items()}}
+                    if hasattr(d, "__dict__")
+                    else {"decision": repr(d)}
+                    for d in decisions
+                ]
+            )
+            return
+        launcher = SkyPilotLauncher(regions=_guard(RegionMap.from_env))
+        config = FleetConfig(
+            control_plane_url=control_plane or settings.public_base_url,
+            package_spec=package_spec,
+            hf_token=os.environ.get("HF_TOKEN") or None,
+        )
+        result = _guard(lambda: reconcile_once(store, launcher, config))
+        _emit(
+            [
+                {"decision": repr(o.decision), "ok": o.ok, "launch_id": o.launch_id, "error": o.error}
+                for o in result.outcomes
+            ]
+        )
+        if any(not o.ok for o in result.outcomes):
+            raise typer.Exit(1)
+    finally:
+        engine.dispose()
+
+
+def _require_model_region(session: Session, model: str, region: str) -> None:
+    catalog.get_model(session, model)
+    catalog.require_region(session, region)
 
 
 # --- servers ------------------------------------------------------------------------------------
