@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(default=15.0, gt=0, description="silence after which a node gets no traffic")
     node_offline_after_s: float = Field(default=600.0, gt=0, description="silence after which a node is removed")
     routing_policy: str = Field(default="least_load", description="default routing policy (per environment too)")
+    limits_fail_mode: Literal["local", "open", "closed"] = Field(
+        default="local",
+        description="when Redis is down: per-process limits at limit / workers (local), admit all, or refuse all",
+    )
+    workers: int = Field(default=1, ge=1, description="API worker processes (set by `cic api --workers`)")
+    global_rpm: int | None = Field(default=None, ge=1, description="whole-platform requests per minute")
+    global_tpm: int | None = Field(default=None, ge=1, description="whole-platform tokens per minute")
+    global_tpd: int | None = Field(default=None, ge=1)
+    global_max_concurrency: int | None = Field(default=None, ge=1, description="whole-platform requests in flight")
     upstream_connect_timeout_s: float = Field(default=3.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"

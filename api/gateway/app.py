@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import aiohttp
 import orjson
+from redis.exceptions import RedisError
 
 from api.gateway import metrics, tokens
 from api.gateway.adapter import LiteLLMAdapter
@@ -33,8 +35,10 @@ from api.gateway.protocol import (
     model_not_found,
     parse,
 )
+from api.gateway.ratelimit import Admission, Layer, Limiter, duration
 from api.gateway.registry import NodeRegistry, NodeView
 from api.gateway.upstream import SSEScanner, UpstreamFailure, UpstreamPool, prepare_body
+from cic.limits import Limits
 from cic.logs import request_id_var
 from cic.services.keys import KeyIdentity
 
@@ -46,6 +50,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_ATTEMPTS = 3
+DEFAULT_RESERVED_OUTPUT = 256  # tokens reserved for a response of unstated length; settled to the real count
+LEASE_RENEW_S = 20.0
 NO_NODE_RETRY_AFTER_S = 5
 
 _ENDPOINTS: dict[str, tuple[str, type[Any], frozenset[str]]] = {
@@ -60,12 +66,24 @@ _JSON = [(b"content-type", b"application/json")]
 class GatewayState:
     """Everything the data plane keeps in memory, built once per worker at start-up."""
 
-    def __init__(self, keys: KeyCache, meter: UsageMeter, pool: UpstreamPool, adapter: LiteLLMAdapter) -> None:
+    def __init__(
+        self,
+        keys: KeyCache,
+        meter: UsageMeter,
+        pool: UpstreamPool,
+        adapter: LiteLLMAdapter,
+        limiter: Limiter,
+        *,
+        global_limits: Limits | None = None,
+        default_policy: str = "least_load",
+    ) -> None:
         self.keys = keys
         self.meter = meter
         self.pool = pool
         self.adapter = adapter
-        self.registry = NodeRegistry()
+        self.limiter = limiter
+        self.global_limits = global_limits or Limits()
+        self.registry = NodeRegistry(default_policy=default_policy)
         self.catalog = CatalogSnapshot(models={}, prices={})
 
 
@@ -167,14 +185,55 @@ class Gateway:
             call.prompt_text = req.prompt_text()
             call.messages = len(req.messages) if isinstance(req, ChatCompletionRequest) else 0
             tokens.check_context(call.prompt_text, call.messages, req.max_output_tokens(), info.context_length)
+            await self._admit(call, req)
             await self._run_cancellable(scope, receive, send, call, tail, req, body)
         except OpenAIError as err:
             call.fail(err.status, err.code)
             if not call.response_started:
-                await _send_error(send, err, rid)
+                await _send_error(send, err, rid, call.headers)
         finally:
             metrics.IN_FLIGHT.dec()
             self._meter(call)
+            if call.admission is not None:
+                await self._settle(call)
+
+    # --- limits --------------------------------------------------------------------------------
+
+    def _layers(self, ident: KeyIdentity) -> tuple[Layer, ...]:
+        candidates = (
+            Layer("global", "all", self.s.global_limits),
+            Layer("organization", ident.org_id, ident.org_limits),
+            Layer("environment", ident.environment_id, ident.env_limits),
+            Layer("key", ident.key_id, ident.key_limits),
+        )
+        return tuple(layer for layer in candidates if not layer.limits.empty)
+
+    async def _admit(self, call: Call, req: Any) -> None:
+        """One round trip checks and charges every layer; refusal is OpenAI's 429 naming the layer."""
+        layers = self._layers(call.identity)
+        if not layers:
+            return
+        out = req.max_output_tokens()
+        cost = (
+            len(call.prompt_text) // 4
+            + call.messages * tokens.TEMPLATE_TOKENS_PER_MESSAGE
+            + (out if out is not None else DEFAULT_RESERVED_OUTPUT)
+        )
+        adm = await self.s.limiter.admit(layers, cost, call.request_id)
+        if not adm.allowed:
+            assert adm.layer is not None and adm.kind is not None
+            metrics.RATE_LIMITED.labels(adm.layer.name, adm.kind).inc()
+            raise rate_limited(adm, cost)
+        call.admission = adm
+        call.headers = adm.headers()
+
+    async def _settle(self, call: Call) -> None:
+        """Give back what was reserved and not used; free the concurrency slot."""
+        assert call.admission is not None
+        try:
+            await self.s.limiter.settle(call.admission, call.prompt_tokens + call.completion_tokens)
+        except (RedisError, OSError) as exc:  # the lease expires by itself
+            log.warning("could not settle rate-limit reservation: %s", exc)
 
     async def _run_cancellable(
         self, scope: Scope, receive: Receive, send: Send, call: Call, tail: str, req: Any, body: bytes
@@ -196,24 +255,41 @@ class Gateway:
     async def _dispatch(self, send: Send, call: Call, tail: str, req: Any, body: bytes) -> None:
         ident = call.identity
         registry = self.s.registry
+        policy = getattr(ident, "routing_policy", None)
+        prefix_key = call.prompt_text[:256]  # what prefix affinity keys on: requests sharing it share KV blocks
+        user = getattr(req, "user", None)
+        session_id = user if isinstance(user, str) and user else None
         tried: set[str] = set()
         last: UpstreamFailure | None = None
         for _ in range(MAX_ATTEMPTS):
             node = registry.pick(
-                call.model, ident.region, cross_region=ident.allow_cross_region, exclude=frozenset(tried)
+                call.model,
+                ident.region,
+                cross_region=ident.allow_cross_region,
+                exclude=frozenset(tried),
+                policy=policy,
+                prefix_key=prefix_key,
+                session_id=session_id,
             )
             if node is None:
                 break
             tried.add(node.id)
             call.node_id, call.region = node.id, node.region
             registry.in_flight[node.id] += 1
+            began = time.perf_counter()
+            ok: bool | None = None  # stays None when the attempt is cancelled (client gone): no verdict on the node
             try:
                 if node.native:
                     await self._forward_native(send, call, node, tail, req, body)
                 else:
-                    await self.s.adapter.forward(send, call, node, tail, req, _response_headers(call.request_id))
+                    await self.s.adapter.forward(
+                        send, call, node, tail, req, [*_response_headers(call.request_id), *call.headers]
+                    )
+                # A node's own 4xx is the request's fault; a 5xx or a stream that broke is the node's.
+                ok = not (call.status == "error" and call.http_status >= 500)
                 return
             except UpstreamFailure as failure:
+                ok = False
                 last = failure
                 metrics.UPSTREAM_ERRORS.labels(call.model, failure.reason.split(":")[0][:40]).inc()
                 log.warning(
@@ -221,6 +297,10 @@ class Gateway:
                 )
             finally:
                 registry.in_flight[node.id] -= 1
+                if ok is not None:
+                    # TTFT of this attempt, for streams only (a whole JSON body is not a first token).
+                    first = call.ttft_s - (began - call.started) if call.stream and call.ttft_s is not None else None
+                    registry.observe(node.id, ok=ok, latency_s=time.perf_counter() - began, ttft_s=first)
         if not tried:
             raise OpenAIError(
                 503,
@@ -246,7 +326,9 @@ class Gateway:
                 payload = await resp.read()
                 call.fail(resp.status, "upstream_rejected")
                 call.response_started = True
-                await _send_json(send, resp.status, _openai_error_body(payload, resp.status), call.request_id)
+                await _send_json(
+                    send, resp.status, _openai_error_body(payload, resp.status), call.request_id, raw=call.headers
+                )
                 return
             if call.stream:
                 await self._relay_stream(send, call, node, resp)
@@ -270,7 +352,7 @@ class Gateway:
             data["model"] = call.model
             payload = orjson.dumps(data)
         call.response_started = True
-        await _send_json(send, 200, payload, call.request_id)
+        await _send_json(send, 200, payload, call.request_id, raw=call.headers)
 
     async def _relay_stream(self, send: Send, call: Call, node: NodeView, resp: aiohttp.ClientResponse) -> None:
         rename = node.served_model != call.model
@@ -288,12 +370,15 @@ class Gateway:
                         {
                             "type": "http.response.start",
                             "status": 200,
-                            "headers": _response_headers(call.request_id, sse=True),
+                            "headers": [*_response_headers(call.request_id, sse=True), *call.headers],
                         }
                     )
                 out = scanner.feed(data)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
+                if call.admission is not None and time.monotonic() - call.lease_renewed > LEASE_RENEW_S:
+                    call.lease_renewed = time.monotonic()  # a long stream keeps its concurrency slot
+                    await self.s.limiter.renew(call.admission)
         except (aiohttp.ClientError, TimeoutError) as exc:
             if not call.response_started:
                 raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
@@ -352,6 +437,43 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def rate_limited(adm: Admission, cost: int) -> OpenAIError:
+    """OpenAI's 429: ``type`` is ``requests`` or ``tokens`` and the message names the layer and the limit."""
+    assert adm.layer is not None and adm.kind is not None
+    what = {
+        "requests": "requests per min (RPM)",
+        "tokens": "tokens per min (TPM)",
+        "tokens_per_day": "tokens per day (TPD)",
+        "concurrency": "concurrent requests",
+    }[adm.kind]
+    kind = "tokens" if adm.kind in ("tokens", "tokens_per_day") else "requests"
+    where = "the platform" if adm.layer.name == "global" else f"{adm.layer.name} {adm.layer.id}"
+    requested = cost if kind == "tokens" else 1
+    if adm.retry_ms < 0:
+        return OpenAIError(
+            429,
+            f"Request too large for {what} in {where}: Limit {adm.limit}, Requested {requested}. "
+            "Reduce the prompt or max_tokens, or ask for a higher limit.",
+            kind,
+            code="rate_limit_exceeded",
+        )
+    retry = duration(adm.retry_ms)
+    return OpenAIError(
+        429,
+        f"Rate limit reached for {what} in {where}: Limit {adm.limit}, Used {adm.used}, Requested {requested}. "
+        f"Please try again in {retry}.",
+        kind,
+        code="rate_limit_exceeded",
+        headers={
+            "retry-after": str(max(1, math.ceil(adm.retry_ms / 1000))),
+            "retry-after-ms": str(adm.retry_ms),
+            f"x-ratelimit-limit-{kind}": str(adm.limit),
+            f"x-ratelimit-remaining-{kind}": "0",
+            f"x-ratelimit-reset-{kind}": retry,
+        },
+    )
+
+
 class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
@@ -385,16 +507,24 @@ def _response_headers(rid: str, *, sse: bool = False) -> list[tuple[bytes, bytes
     return [*_JSON, (b"x-request-id", rid.encode())]
 
 
-async def _send_json(send: Send, status: int, body: bytes, rid: str, extra: dict[str, str] | None = None) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    rid: str,
+    extra: dict[str, str] | None = None,
+    raw: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     headers = [*_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", rid.encode())]
     if extra:
         headers.extend((k.encode(), v.encode()) for k, v in extra.items())
+    headers.extend(raw)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, err: OpenAIError, rid: str) -> None:
-    await _send_json(send, err.status, err.body(), rid, err.headers)
+async def _send_error(send: Send, err: OpenAIError, rid: str, raw: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await _send_json(send, err.status, err.body(), rid, err.headers, raw)
 
 
 def _openai_error_body(payload: bytes, status: int) -> bytes:

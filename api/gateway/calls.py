@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.gateway.catalog import Price
+from api.gateway.ratelimit import Admission
 from cic.services.keys import KeyIdentity
 
 
@@ -34,6 +35,9 @@ class Call:
     prompt_text: str = ""
     messages: int = 0
     response_started: bool = False
+    admission: Admission | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-* for the response
+    lease_renewed: float = field(default_factory=time.monotonic)
 
     def fail(self, http_status: int, code: str | None, status: str = "error") -> None:
         self.status = status

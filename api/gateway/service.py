@@ -18,9 +18,11 @@ from api.gateway.app import Gateway, GatewayState
 from api.gateway.auth import KeyCache
 from api.gateway.catalog import load_catalog
 from api.gateway.metering import UsageMeter
+from api.gateway.ratelimit import FailoverLimiter, Limiter, LocalLimiter, RedisLimiter
 from api.gateway.registry import load_nodes
 from api.gateway.upstream import Timeouts, UpstreamPool
 from cic.events import CHANNEL, Invalidation
+from cic.limits import Limits
 from cic.settings import Settings
 
 log = logging.getLogger("cic.gateway")
@@ -31,6 +33,12 @@ NO_BUS_TTL_S = 1.0
 
 async def _warm_tokenizer() -> None:
     await asyncio.to_thread(tokens.count_tokens, "warm up")
+
+
+def build_limiter(settings: Settings, redis: aioredis.Redis | None) -> Limiter:
+    if redis is None:
+        return LocalLimiter()
+    return FailoverLimiter(RedisLimiter(redis), workers=settings.workers, mode=settings.limits_fail_mode)
 
 
 class DataPlane:
@@ -46,6 +54,11 @@ class DataPlane:
             meter=UsageMeter(engine, settings.spool_dir),
             pool=UpstreamPool(Timeouts(settings.upstream_connect_timeout_s, settings.upstream_read_timeout_s)),
             adapter=LiteLLMAdapter(),
+            limiter=build_limiter(settings, redis),
+            global_limits=Limits(
+                settings.global_rpm, settings.global_tpm, settings.global_tpd, settings.global_max_concurrency
+            ),
+            default_policy=settings.routing_policy,
         )
         self.gateway = Gateway(self.state)
         self._tasks: list[asyncio.Task[None]] = []

@@ -874,6 +874,7 @@ def run_api(
         typer.echo("warning: several workers without CIC_REDIS_URL: limits and caches are per worker", err=True)
     if workers > 1 and settings.is_sqlite:
         typer.echo("warning: several workers on SQLite serialise writes; use PostgreSQL in production", err=True)
+    os.environ["CIC_WORKERS"] = str(workers)  # the limiter's Redis-down fallback divides limits by it
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker writes its metrics here, so /metrics on any worker shows the whole server.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cic-metrics-")

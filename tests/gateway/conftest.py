@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from agent.simulator import RunningSim
-from cic.models import UsageRecord
+from cic.models import Plan, UsageRecord
 from cic.models.environments import EnvironmentCreate
 from cic.models.keys import ApiKeyCreate
 from cic.models.nodes import NodeCreate
@@ -68,17 +69,22 @@ def make_tenant(
     models: tuple[str, ...] = ("llama-3-8b",),
     cross_region: bool = False,
     env: str = "prod",
+    plan: Plan = Plan.enterprise,
+    key_limits: dict[str, int] | None = None,
 ) -> Tenant:
-    owner = users.create_user(session, email=f"owner-{id(session)}-{region}-{env}@example.com", password=None)
+    """An org (enterprise by default: no plan limits, unless a test sets some), an environment, a key."""
+    owner = users.create_user(session, email=f"owner-{secrets.token_hex(4)}@example.com", password=None)
     actor = Actor.user(owner.id)
-    org = orgs.create_org(session, actor, name=f"Tenant {owner.id[-6:]}", owner=owner)
+    org = orgs.create_org(session, actor, name=f"Tenant {owner.id[-6:]}", owner=owner, plan=plan)
     e = environments.create_env(
         session,
         actor,
         org.id,
         EnvironmentCreate(name=env, region=region, models=list(models), allow_cross_region_failover=cross_region),
     )
-    created = keys.create_key(session, actor, org.id, ApiKeyCreate(name="test", environment=env), pepper=pepper)
+    created = keys.create_key(
+        session, actor, org.id, ApiKeyCreate(name="test", environment=env, **(key_limits or {})), pepper=pepper
+    )
     session.commit()
     return Tenant(org.id, org.slug, e.id, created.plaintext, created.key.id)
 
