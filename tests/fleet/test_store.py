@@ -31,9 +31,18 @@ def test_reconcile_over_database(engine: Engine, session: Session, pepper: str) 
     node_of: dict[str, str] = {}
     for spec in launcher.launched:  # each cluster boots; its agent registers with the launch's token
         launcher.up(spec.cluster_name)
-        node = nodes.register_node(session, spec.bootstrap_token, NodeRegister(
-            model="llama-3-8b", region="us-east", endpoint_url="http://10.0.0.9:8000", spot=True,
-            launch_id=spec.launch_id), pepper=pepper)
+        node = nodes.register_node(
+            session,
+            spec.bootstrap_token,
+            NodeRegister(
+                model="llama-3-8b",
+                region="us-east",
+                endpoint_url="http://10.0.0.9:8000",
+                spot=True,
+                launch_id=spec.launch_id,
+            ),
+            pepper=pepper,
+        )
         node_of[spec.cluster_name] = node.id
     session.commit()
     reconcile_once(store, launcher, config)
