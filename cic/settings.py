@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         description="when Redis is down: per-process limits at limit / workers (local), admit all, or refuse all",
     )
     workers: int = Field(default=1, ge=1, description="API worker processes (set by `cic api --workers`)")
+    limits_lease_ttl_s: float = Field(
+        default=60.0, gt=0, description="a concurrency slot whose holder died frees itself after this long"
+    )
     global_rpm: int | None = Field(default=None, ge=1, description="whole-platform requests per minute")
     global_tpm: int | None = Field(default=None, ge=1, description="whole-platform tokens per minute")
     global_tpd: int | None = Field(default=None, ge=1)

@@ -176,14 +176,15 @@ return 1
 
 
 class RedisLimiter:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, lease_ttl_ms: int = LEASE_TTL_MS) -> None:
+        self.lease_ttl_ms = lease_ttl_ms
         self._admit = client.register_script(_SCRIPT)
         self._settle = client.register_script(_SETTLE)
         self._renew = client.register_script(_RENEW)
 
     async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
         now = now_ms if now_ms is not None else _now_ms()
-        argv: list[str | int] = [now, cost, lease_id, LEASE_TTL_MS, len(layers)]
+        argv: list[str | int] = [now, cost, lease_id, self.lease_ttl_ms, len(layers)]
         for layer in layers:
             argv += _args(layer)
         raw = await self._admit(args=argv)
@@ -202,14 +203,15 @@ class RedisLimiter:
     async def renew(self, adm: Admission) -> None:
         keys = [f"{layer.prefix}:c" for layer in adm.layers if layer.limits.max_concurrency]
         if keys and not adm.settled:
-            await self._renew(args=[adm.lease_id, _now_ms() + LEASE_TTL_MS, len(keys), *keys])
+            await self._renew(args=[adm.lease_id, _now_ms() + self.lease_ttl_ms, len(keys), *keys])
 
 
 class LocalLimiter:
     """The same rules in process memory: for a single process without Redis, and as the fallback."""
 
-    def __init__(self, divide_by: int = 1) -> None:
+    def __init__(self, divide_by: int = 1, *, lease_ttl_ms: int = LEASE_TTL_MS) -> None:
         self.divide_by = max(1, divide_by)
+        self.lease_ttl_ms = lease_ttl_ms
         self._counts: dict[tuple[str, str, int], int] = {}
         self._leases: dict[str, dict[str, int]] = {}
         self._last_prune = 0
@@ -305,7 +307,7 @@ class LocalLimiter:
             if lim.tpd and cost:
                 c[(p, "d", day)] = c.get((p, "d", day), 0) + cost
             if lim.max_concurrency:
-                self._leases.setdefault(p, {})[lease_id] = now + LEASE_TTL_MS
+                self._leases.setdefault(p, {})[lease_id] = now + self.lease_ttl_ms
         return adm
 
     async def settle(self, adm: Admission, actual: int) -> None:
@@ -325,7 +327,7 @@ class LocalLimiter:
     async def renew(self, adm: Admission) -> None:
         if adm.settled:
             return
-        expiry = _now_ms() + LEASE_TTL_MS
+        expiry = _now_ms() + self.lease_ttl_ms
         for layer in adm.layers:
             leases = self._leases.get(layer.prefix)
             if leases is not None and adm.lease_id in leases:
@@ -342,7 +344,7 @@ class FailoverLimiter:
         self, primary: RedisLimiter, *, workers: int, mode: FailMode = "local", retry_after_s: float = 1.0
     ) -> None:
         self.primary = primary
-        self.fallback = LocalLimiter(divide_by=workers)
+        self.fallback = LocalLimiter(divide_by=workers, lease_ttl_ms=primary.lease_ttl_ms)
         self.mode = mode
         self.retry_after_s = retry_after_s
         self._down_until = 0.0

@@ -36,9 +36,12 @@ async def _warm_tokenizer() -> None:
 
 
 def build_limiter(settings: Settings, redis: aioredis.Redis | None) -> Limiter:
+    ttl = int(settings.limits_lease_ttl_s * 1000)
     if redis is None:
-        return LocalLimiter()
-    return FailoverLimiter(RedisLimiter(redis), workers=settings.workers, mode=settings.limits_fail_mode)
+        return LocalLimiter(lease_ttl_ms=ttl)
+    return FailoverLimiter(
+        RedisLimiter(redis, lease_ttl_ms=ttl), workers=settings.workers, mode=settings.limits_fail_mode
+    )
 
 
 class DataPlane:

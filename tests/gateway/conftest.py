@@ -83,7 +83,11 @@ def make_tenant(
         EnvironmentCreate(name=env, region=region, models=list(models), allow_cross_region_failover=cross_region),
     )
     created = keys.create_key(
-        session, actor, org.id, ApiKeyCreate(name="test", environment=env, **(key_limits or {})), pepper=pepper
+        session,
+        actor,
+        org.id,
+        ApiKeyCreate.model_validate({"name": "test", "environment": env, **(key_limits or {})}),
+        pepper=pepper,
     )
     session.commit()
     return Tenant(org.id, org.slug, e.id, created.plaintext, created.key.id)
