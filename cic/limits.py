@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from cic.errors import ValidationFailed
 from cic.models import Plan
 
-FIELDS = ("rpm", "tpm", "tpd", "max_concurrency")
+FIELDS = ("rpm", "tpm", "tpd", "max_concurrency", "monthly_budget_cents")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,12 @@ class Limits:
     tpm: int | None = None
     tpd: int | None = None
     max_concurrency: int | None = None
+    monthly_budget_cents: int | None = None  # a spend cap for the calendar month (UTC)
+
+    @classmethod
+    def of(cls, row: object) -> Limits:
+        """The limits set on a row (an org, environment or key) or any object with these attributes."""
+        return cls(*(getattr(row, f, None) for f in FIELDS))
 
     def narrowed_by(self, other: Limits) -> Limits:
         """Each limit the tighter of the two (None = no limit)."""

@@ -231,7 +231,7 @@ class Gateway:
         """Give back what was reserved and not used; free the concurrency slot."""
         assert call.admission is not None
         try:
-            await self.s.limiter.settle(call.admission, call.prompt_tokens + call.completion_tokens)
+            await self.s.limiter.settle(call.admission, call.prompt_tokens + call.completion_tokens, call.cost_picousd)
         except (RedisError, OSError) as exc:  # the lease expires by itself
             log.warning("could not settle rate-limit reservation: %s", exc)
 
@@ -402,7 +402,9 @@ class Gateway:
             # the generated tokens are the content chunks that were relayed.
             call.prompt_tokens = tokens.estimate_prompt_tokens(call.prompt_text, call.messages)
         price = self.s.catalog.price(call.model, call.region, call.created_at.timestamp()) if call.region else None
-        self.s.meter.record(call.row(price))
+        row = call.row(price)
+        call.cost_picousd = row["cost_picousd"]
+        self.s.meter.record(row)
         elapsed = time.perf_counter() - call.started
         # Label values come from the catalog only: a client's made-up model names must not grow the metrics.
         model = call.model if call.model in self.s.catalog.models else "unknown"
@@ -440,6 +442,15 @@ def _header(scope: Scope, name: bytes) -> str | None:
 def rate_limited(adm: Admission, cost: int) -> OpenAIError:
     """OpenAI's 429: ``type`` is ``requests`` or ``tokens`` and the message names the layer and the limit."""
     assert adm.layer is not None and adm.kind is not None
+    where = "the platform" if adm.layer.name == "global" else f"{adm.layer.name} {adm.layer.id}"
+    if adm.kind == "budget":
+        return OpenAIError(
+            429,
+            f"You exceeded your current quota: the monthly budget of {where} "
+            f"(${adm.limit / 10**12:,.2f}) is spent. Raise the budget, or wait for the next month.",
+            "insufficient_quota",
+            code="insufficient_quota",
+        )
     what = {
         "requests": "requests per min (RPM)",
         "tokens": "tokens per min (TPM)",
@@ -447,7 +458,6 @@ def rate_limited(adm: Admission, cost: int) -> OpenAIError:
         "concurrency": "concurrent requests",
     }[adm.kind]
     kind = "tokens" if adm.kind in ("tokens", "tokens_per_day") else "requests"
-    where = "the platform" if adm.layer.name == "global" else f"{adm.layer.name} {adm.layer.id}"
     requested = cost if kind == "tokens" else 1
     if adm.retry_ms < 0:
         return OpenAIError(

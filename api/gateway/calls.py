@@ -36,6 +36,7 @@ class Call:
     messages: int = 0
     response_started: bool = False
     admission: Admission | None = None
+    cost_picousd: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-* for the response
     lease_renewed: float = field(default_factory=time.monotonic)
 

@@ -5,7 +5,10 @@
 -- whose holder died simply ages out.
 -- Nothing is charged unless every layer admits.
 --
--- ARGV: now_ms, cost, lease_id, lease_ttl_ms, n_layers, then per layer: prefix, rpm, tpm, tpd, conc (0 = none)
+-- Monthly spend caps: a counter of pico-dollars per layer and calendar month, charged at settlement.
+--
+-- ARGV: now_ms, cost, lease_id, lease_ttl_ms, n_layers, month, then per layer:
+--       prefix, rpm, tpm, tpd, conc, budget_pico (0 = none)
 -- Returns {0, layer, kind, limit, used, retry_ms} on refusal,
 --         {1, rem_req, lim_req, reset_req_ms, rem_tok, lim_tok, reset_tok_ms} on admission (-1: no limit).
 
@@ -14,6 +17,8 @@ local cost = tonumber(ARGV[2])
 local lease = ARGV[3]
 local lease_ttl = tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
+local month = ARGV[6]
+local W = 6  -- values per layer
 local MIN = 60000
 local win = math.floor(now / MIN)
 local into = now - win * MIN
@@ -48,9 +53,16 @@ local rem_req, lim_req, rst_req = -1, -1, 0
 local rem_tok, lim_tok, rst_tok = -1, -1, 0
 
 for i = 0, n - 1 do
-  local b = 6 + i * 5
+  local b = 7 + i * W
   local p = ARGV[b]
   local rpm, tpm, tpd, conc = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local budget = tonumber(ARGV[b + 5])
+  if budget > 0 then
+    local spent = tonumber(redis.call('GET', p .. ':$:' .. month) or '0')
+    if spent >= budget then
+      return {0, i + 1, 'budget', budget, spent, -1}
+    end
+  end
   if rpm > 0 then
     local used, cur, prev = window_used(p, 'r')
     if used + 1 > rpm then
@@ -85,7 +97,7 @@ for i = 0, n - 1 do
 end
 
 for i = 0, n - 1 do
-  local b = 6 + i * 5
+  local b = 7 + i * W
   local p = ARGV[b]
   local rpm, tpm, tpd, conc = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   if rpm > 0 then

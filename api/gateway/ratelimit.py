@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -36,7 +37,8 @@ DAY_MS = 86_400_000
 LEASE_TTL_MS = 60_000
 _SCRIPT = (Path(__file__).with_name("ratelimit.lua")).read_text()
 
-Kind = Literal["requests", "tokens", "tokens_per_day", "concurrency"]
+Kind = Literal["requests", "tokens", "tokens_per_day", "concurrency", "budget"]
+PICO_PER_CENT = 10**10
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class Admission:
     window: int
     day: int
     layers: tuple[Layer, ...]
+    month: str = ""  # the spend counters' month (UTC)
     # admitted: the tightest layer's figures for OpenAI's headers (-1: no such limit)
     remaining_requests: int = -1
     limit_requests: int = -1
@@ -114,14 +117,20 @@ class Limiter(Protocol):
         self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
     ) -> Admission: ...
 
-    async def settle(self, adm: Admission, actual: int) -> None: ...
+    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0) -> None: ...
 
     async def renew(self, adm: Admission) -> None: ...
 
 
 def _args(layer: Layer) -> list[str | int]:
     lim = layer.limits
-    return [layer.prefix, lim.rpm or 0, lim.tpm or 0, lim.tpd or 0, lim.max_concurrency or 0]
+    budget = (lim.monthly_budget_cents or 0) * PICO_PER_CENT
+    return [layer.prefix, lim.rpm or 0, lim.tpm or 0, lim.tpd or 0, lim.max_concurrency or 0, budget]
+
+
+def month_of(now_ms: int) -> str:
+    """The calendar month (UTC) a spend counter belongs to, e.g. ``202611``."""
+    return datetime.fromtimestamp(now_ms / 1000, UTC).strftime("%Y%m")
 
 
 def _now_ms() -> int:
@@ -131,7 +140,13 @@ def _now_ms() -> int:
 def _result(raw: list[object], layers: tuple[Layer, ...], cost: int, lease: str, now: int) -> Admission:
     vals = [v.decode() if isinstance(v, bytes) else v for v in raw]
     adm = Admission(
-        allowed=vals[0] == 1, lease_id=lease, reserved=cost, window=now // MIN_MS, day=now // DAY_MS, layers=layers
+        allowed=vals[0] == 1,
+        lease_id=lease,
+        reserved=cost,
+        window=now // MIN_MS,
+        day=now // DAY_MS,
+        layers=layers,
+        month=month_of(now),
     )
     if adm.allowed:
         (
@@ -152,9 +167,15 @@ def _result(raw: list[object], layers: tuple[Layer, ...], cost: int, lease: str,
 
 _SETTLE = """
 local lease, win, day, delta, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local month, spend = ARGV[6], tonumber(ARGV[7])
 for i = 0, n - 1 do
-  local b = 6 + i * 4
+  local b = 8 + i * 5
   local p = ARGV[b]
+  if spend > 0 and ARGV[b + 4] == '1' then
+    local k = p .. ':$:' .. month
+    redis.call('INCRBY', k, spend)
+    redis.call('EXPIRE', k, 3456000)
+  end
   if delta ~= 0 and ARGV[b + 1] == '1' then
     local k = p .. ':t:' .. win
     if redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, delta) end
@@ -184,20 +205,34 @@ class RedisLimiter:
 
     async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
         now = now_ms if now_ms is not None else _now_ms()
-        argv: list[str | int] = [now, cost, lease_id, self.lease_ttl_ms, len(layers)]
+        argv: list[str | int] = [now, cost, lease_id, self.lease_ttl_ms, len(layers), month_of(now)]
         for layer in layers:
             argv += _args(layer)
         raw = await self._admit(args=argv)
         return _result(raw, layers, cost, lease_id, now)
 
-    async def settle(self, adm: Admission, actual: int) -> None:
+    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0) -> None:
         if adm.settled:
             return
         adm.settled = True
-        argv: list[str | int] = [adm.lease_id, adm.window, adm.day, actual - adm.reserved, len(adm.layers)]
+        argv: list[str | int] = [
+            adm.lease_id,
+            adm.window,
+            adm.day,
+            actual - adm.reserved,
+            len(adm.layers),
+            adm.month,
+            cost_picousd,
+        ]
         for layer in adm.layers:
             lim = layer.limits
-            argv += [layer.prefix, int(bool(lim.tpm)), int(bool(lim.tpd)), int(bool(lim.max_concurrency))]
+            argv += [
+                layer.prefix,
+                int(bool(lim.tpm)),
+                int(bool(lim.tpd)),
+                int(bool(lim.max_concurrency)),
+                int(bool(lim.monthly_budget_cents)),
+            ]
         await self._settle(args=argv)
 
     async def renew(self, adm: Admission) -> None:
@@ -213,23 +248,27 @@ class LocalLimiter:
         self.divide_by = max(1, divide_by)
         self.lease_ttl_ms = lease_ttl_ms
         self._counts: dict[tuple[str, str, int], int] = {}
+        self._spent: dict[tuple[str, str], int] = {}  # (layer prefix, month) -> pico-dollars
         self._leases: dict[str, dict[str, int]] = {}
         self._last_prune = 0
 
     def _scaled(self, layer: Layer) -> Limits:
         if self.divide_by == 1:
             return layer.limits
-        d = self.divide_by
         lim = layer.limits
-        return Limits(
-            *(None if v is None else max(1, v // d) for v in (lim.rpm, lim.tpm, lim.tpd, lim.max_concurrency))
-        )
+
+        def part(v: int | None) -> int | None:
+            return None if v is None else max(1, v // self.divide_by)
+
+        # Rates and concurrency are shared by the workers; the month's budget is not a rate.
+        return Limits(part(lim.rpm), part(lim.tpm), part(lim.tpd), part(lim.max_concurrency), lim.monthly_budget_cents)
 
     def _prune(self, win: int, day: int) -> None:
         if win == self._last_prune:
             return
         self._last_prune = win
-        for k in [k for k in self._counts if (k[1] == "d" and k[2] < day) or (k[1] != "d" and k[2] < win - 1)]:
+        stale = [k for k in self._counts if (k[1] == "d" and k[2] < day) or (k[1] in "rt" and k[2] < win - 1)]
+        for k in stale:
             del self._counts[k]
 
     async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
@@ -237,8 +276,10 @@ class LocalLimiter:
         win, into, day = now // MIN_MS, now % MIN_MS, now // DAY_MS
         frac = into / MIN_MS
         self._prune(win, day)
-        adm = Admission(allowed=True, lease_id=lease_id, reserved=cost, window=win, day=day, layers=layers)
+        month = month_of(now)
+        adm = Admission(allowed=True, lease_id=lease_id, reserved=cost, window=win, day=day, layers=layers, month=month)
         c = self._counts
+        spent = self._spent
 
         def used(prefix: str, kind: str) -> tuple[float, int, int]:
             cur, prev = c.get((prefix, kind, win), 0), c.get((prefix, kind, win - 1), 0)
@@ -268,6 +309,10 @@ class LocalLimiter:
 
         for layer in layers:
             lim, p = self._scaled(layer), layer.prefix
+            if lim.monthly_budget_cents:
+                budget = lim.monthly_budget_cents * PICO_PER_CENT
+                if spent.get((p, month), 0) >= budget:
+                    return refuse(layer, "budget", budget, spent.get((p, month), 0), -1)
             if lim.rpm:
                 u, cur, prev = used(p, "r")
                 if u + 1 > lim.rpm:
@@ -310,13 +355,15 @@ class LocalLimiter:
                 self._leases.setdefault(p, {})[lease_id] = now + self.lease_ttl_ms
         return adm
 
-    async def settle(self, adm: Admission, actual: int) -> None:
+    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0) -> None:
         if adm.settled:
             return
         adm.settled = True
         delta = actual - adm.reserved
         for layer in adm.layers:
             p = layer.prefix
+            if cost_picousd and layer.limits.monthly_budget_cents:
+                self._spent[(p, adm.month)] = self._spent.get((p, adm.month), 0) + cost_picousd
             for kind, idx in (("t", adm.window), ("d", adm.day)):
                 if delta and (p, kind, idx) in self._counts:
                     self._counts[(p, kind, idx)] += delta
@@ -395,12 +442,12 @@ class FailoverLimiter:
         adm.local = True
         return adm
 
-    async def settle(self, adm: Admission, actual: int) -> None:
+    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0) -> None:
         if adm.local:
-            await self.fallback.settle(adm, actual)
+            await self.fallback.settle(adm, actual, cost_picousd)
             return
         try:
-            await self.primary.settle(adm, actual)
+            await self.primary.settle(adm, actual, cost_picousd)
         except (RedisError, OSError) as exc:
             self._failed(exc)  # the lease expires by itself
 

@@ -248,6 +248,11 @@ RpmOpt = Annotated[int | None, typer.Option(help="requests per minute")]
 TpmOpt = Annotated[int | None, typer.Option(help="tokens per minute")]
 TpdOpt = Annotated[int | None, typer.Option(help="tokens per day")]
 ConcOpt = Annotated[int | None, typer.Option(help="requests in flight")]
+BudgetOpt = Annotated[float | None, typer.Option(help="spend cap for the calendar month, USD (0 clears it)")]
+
+
+def _cents(usd: float | None) -> int | None:
+    return None if usd is None else round(usd * 100)
 
 
 def _limit_changes(**values: int | None) -> dict[str, object]:
@@ -264,9 +269,12 @@ def orgs_update(
     tpm: TpmOpt = None,
     tpd: TpdOpt = None,
     max_concurrency: ConcOpt = None,
+    monthly_budget_usd: BudgetOpt = None,
 ) -> None:
     """Change an org's name, plan or limits (0 clears a limit back to the plan's)."""
-    changes: dict[str, object] = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency)
+    changes: dict[str, object] = _limit_changes(
+        rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency, monthly_budget_cents=_cents(monthly_budget_usd)
+    )
     if name is not None:
         changes["name"] = name
     if plan is not None:
@@ -342,9 +350,12 @@ def envs_update(
     tpm: TpmOpt = None,
     tpd: TpdOpt = None,
     max_concurrency: ConcOpt = None,
+    monthly_budget_usd: BudgetOpt = None,
 ) -> None:
     """Change an environment's region, models, routing policy or limits (0 clears a limit)."""
-    changes: dict[str, object] = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency)
+    changes: dict[str, object] = _limit_changes(
+        rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency, monthly_budget_cents=_cents(monthly_budget_usd)
+    )
     for k, v in (("region", region), ("models", _csv(models)), ("routing_policy", routing_policy)):
         if v is not None:
             changes[k] = v
@@ -434,9 +445,12 @@ def keys_update(
     tpm: TpmOpt = None,
     tpd: TpdOpt = None,
     max_concurrency: ConcOpt = None,
+    monthly_budget_usd: BudgetOpt = None,
 ) -> None:
     """Change a key's name or limits (0 clears a limit); they can only narrow the environment's."""
-    changes: dict[str, object] = _limit_changes(rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency)
+    changes: dict[str, object] = _limit_changes(
+        rpm=rpm, tpm=tpm, tpd=tpd, max_concurrency=max_concurrency, monthly_budget_cents=_cents(monthly_budget_usd)
+    )
     if name is not None:
         changes["name"] = name
     with _db() as (session, _):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import BigInteger, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from cic.models.base import ID_LEN
@@ -36,6 +36,9 @@ class LimitsMixin(SQLModel):
     tpm: int | None = Field(default=None, ge=1, description="tokens per minute")
     tpd: int | None = Field(default=None, ge=1, description="tokens per day")
     max_concurrency: int | None = Field(default=None, ge=1, description="requests in flight")
+    monthly_budget_cents: int | None = Field(
+        default=None, ge=1, sa_type=BigInteger, description="spend cap for the calendar month, in US cents"
+    )
 
 
 class OrgBase(SQLModel):

@@ -21,13 +21,11 @@ LIMIT_FIELDS = FIELDS
 
 
 def org_effective_limits(org: Org) -> Limits:
-    return org_limits(org.plan, Limits(org.rpm, org.tpm, org.tpd, org.max_concurrency))
+    return org_limits(org.plan, Limits.of(org))
 
 
 def check_env_limits(org: Org, env: Environment) -> None:
-    check_narrows(
-        org_effective_limits(org), Limits(env.rpm, env.tpm, env.tpd, env.max_concurrency), "organization", "environment"
-    )
+    check_narrows(org_effective_limits(org), Limits.of(env), "organization", "environment")
 
 
 # The gateway's routing policies (api/gateway/policies.py registers these names).

@@ -274,4 +274,4 @@ def identity_by_hash(session: Session, key_hash: str) -> KeyIdentity:
 
 
 def limits_of(row: Org | Environment | ApiKey) -> Limits:
-    return Limits(row.rpm, row.tpm, row.tpd, row.max_concurrency)
+    return Limits.of(row)

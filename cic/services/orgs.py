@@ -130,7 +130,7 @@ def update_org(session: Session, actor: Actor, ref: str, data: OrgUpdate) -> Org
             # Members of the org may tighten their plan's limits, never widen them.
             check_narrows(
                 PLAN_LIMITS.get(org.plan, Limits()),
-                Limits(org.rpm, org.tpm, org.tpd, org.max_concurrency),
+                Limits.of(org),
                 f"{org.plan} plan",
                 "organization",
             )

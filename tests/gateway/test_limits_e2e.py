@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -203,3 +204,27 @@ def test_redis_stopping_mid_test_falls_back_without_5xx(
         _stop(proc)
         if redis_proc.poll() is None:
             redis_proc.kill()
+
+
+def test_spent_budget_is_insufficient_quota(
+    sims: Sims, serve, session: Session, pepper: str, settings: Settings
+) -> None:
+    import redis as sync_redis
+
+    from api.gateway.ratelimit import month_of
+
+    sim = sims.start(model="llama-3-8b")
+    add_node(session, sim)
+    tenant = make_tenant(session, pepper, plan=Plan.developer, key_limits={"monthly_budget_cents": 100})
+    with serve() as base:
+        c = client(base, tenant.key)
+        c.chat.completions.create(model="llama-3-8b", messages=MESSAGES, max_tokens=4)
+        r = sync_redis.Redis.from_url(settings.redis_url or "")
+        key = f"cic:rl:key:{tenant.key_id}:$:{month_of(int(time.time() * 1000))}"
+        spent = int(r.get(key) or 0)
+        assert spent > 0  # the request's cost was charged to the key's month
+        r.set(key, 100 * 10**10)  # the rest of the month's dollar goes elsewhere
+        with pytest.raises(openai.RateLimitError) as exc:
+            c.chat.completions.create(model="llama-3-8b", messages=MESSAGES, max_tokens=4)
+        assert exc.value.code == "insufficient_quota" and "$1.00" in exc.value.message
+        r.close()

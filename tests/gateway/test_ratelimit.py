@@ -109,3 +109,17 @@ async def test_headers_report_tightest_layer(limiter: RedisLimiter | LocalLimite
     headers = dict(adm.headers())
     assert headers[b"x-ratelimit-limit-requests"] == b"3" and headers[b"x-ratelimit-remaining-requests"] == b"2"
     assert headers[b"x-ratelimit-limit-tokens"] == b"10000" and headers[b"x-ratelimit-remaining-tokens"] == b"9900"
+
+
+async def test_monthly_budget(limiter: RedisLimiter | LocalLimiter) -> None:
+    layers = _layers("budget", monthly_budget_cents=1)  # one cent = 10**10 pico-dollars
+    first = await limiter.admit(layers, 10, "m1", T0)
+    assert first.allowed
+    await limiter.settle(first, 10, 6 * 10**9)
+    second = await limiter.admit(layers, 10, "m2", T0 + 1)
+    assert second.allowed  # 0.6 cents spent
+    await limiter.settle(second, 10, 5 * 10**9)
+    refused = await limiter.admit(layers, 10, "m3", T0 + 2)
+    assert not refused.allowed and refused.kind == "budget" and refused.limit == 10**10
+    next_month = T0 + 40 * 86_400_000
+    assert (await limiter.admit(layers, 10, "m4", next_month)).allowed
