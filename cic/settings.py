@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     limits_lease_ttl_s: float = Field(
         default=60.0, gt=0, description="a concurrency slot whose holder died frees itself after this long"
     )
+    shed_waiting_threshold: float = Field(
+        default=16.0, gt=0, description="waiting requests per node at which a model's fleet counts as saturated"
+    )
+    shed_queue_s: float = Field(default=2.0, ge=0, description="how long shared traffic waits for room before a 503")
     global_rpm: int | None = Field(default=None, ge=1, description="whole-platform requests per minute")
     global_tpm: int | None = Field(default=None, ge=1, description="whole-platform tokens per minute")
     global_tpd: int | None = Field(default=None, ge=1)

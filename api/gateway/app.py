@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -63,6 +64,16 @@ _ENDPOINTS: dict[str, tuple[str, type[Any], frozenset[str]]] = {
 _JSON = [(b"content-type", b"application/json")]
 
 
+@dataclass(frozen=True)
+class Shedding:
+    """When every candidate node reports this many waiting requests, shared traffic waits up to
+    ``queue_s`` for room, then is refused with 503 and ``retry-after``."""
+
+    waiting_threshold: float = 16.0
+    queue_s: float = 2.0
+    retry_after_s: float = 2.0
+
+
 class GatewayState:
     """Everything the data plane keeps in memory, built once per worker at start-up."""
 
@@ -76,6 +87,7 @@ class GatewayState:
         *,
         global_limits: Limits | None = None,
         default_policy: str = "least_load",
+        shed: Shedding | None = None,
     ) -> None:
         self.keys = keys
         self.meter = meter
@@ -84,6 +96,7 @@ class GatewayState:
         self.limiter = limiter
         self.global_limits = global_limits or Limits()
         self.registry = NodeRegistry(default_policy=default_policy)
+        self.shed = shed or Shedding()
         self.catalog = CatalogSnapshot(models={}, prices={})
 
 
@@ -209,8 +222,27 @@ class Gateway:
         return tuple(layer for layer in candidates if not layer.limits.empty)
 
     async def _admit(self, call: Call, req: Any) -> None:
-        """One round trip checks and charges every layer; refusal is OpenAI's 429 naming the layer."""
-        layers = self._layers(call.identity)
+        """One round trip checks and charges every layer; refusal is OpenAI's 429 naming the layer.
+
+        When every node that could serve the model is saturated, an org's reserved capacity admits its
+        traffic up to the reservation; everything else (shared traffic, or reserved traffic above its
+        rate) waits briefly for room and is then shed with 503 and ``retry-after``, before nodes time out.
+        """
+        ident = call.identity
+        layers = self._layers(ident)
+        if self.s.registry.saturated(
+            call.model,
+            ident.region,
+            cross_region=ident.allow_cross_region,
+            waiting_threshold=self.s.shed.waiting_threshold,
+        ):
+            reserved = ident.reservations.get((call.model, ident.region))
+            if reserved:
+                layers += (
+                    Layer("reservation", f"{ident.org_id}:{call.model}:{ident.region}", Limits(tpm=reserved * 60)),
+                )
+            else:
+                await self._wait_for_room(call)
         if not layers:
             return
         out = req.max_output_tokens()
@@ -220,12 +252,37 @@ class Gateway:
             + (out if out is not None else DEFAULT_RESERVED_OUTPUT)
         )
         adm = await self.s.limiter.admit(layers, cost, call.request_id)
+        if not adm.allowed and adm.layer is not None and adm.layer.name == "reservation":
+            # Above its reservation, reserved traffic is shared traffic: wait for room like the rest.
+            await self._wait_for_room(call)
+            layers = layers[:-1]
+            if not layers:
+                return
+            adm = await self.s.limiter.admit(layers, cost, call.request_id)
         if not adm.allowed:
             assert adm.layer is not None and adm.kind is not None
             metrics.RATE_LIMITED.labels(adm.layer.name, adm.kind).inc()
             raise rate_limited(adm, cost)
         call.admission = adm
         call.headers = adm.headers()
+
+    async def _wait_for_room(self, call: Call) -> None:
+        ident, shed = call.identity, self.s.shed
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + shed.queue_s
+        while self.s.registry.saturated(
+            call.model, ident.region, cross_region=ident.allow_cross_region, waiting_threshold=shed.waiting_threshold
+        ):
+            if loop.time() >= deadline:
+                metrics.SHED.labels(call.model if call.model in self.s.catalog.models else "unknown").inc()
+                raise OpenAIError(
+                    503,
+                    f"`{call.model}` is at capacity right now; please retry shortly.",
+                    "service_unavailable",
+                    code="capacity_exhausted",
+                    headers={"retry-after": str(max(1, math.ceil(shed.retry_after_s)))},
+                )
+            await asyncio.sleep(0.05)
 
     async def _settle(self, call: Call) -> None:
         """Give back what was reserved and not used; free the concurrency slot."""

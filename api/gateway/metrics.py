@@ -30,6 +30,7 @@ UPSTREAM_ERRORS = Counter("cic_upstream_errors_total", "Failed calls to nodes", 
 USAGE_SPOOLED = Counter("cic_usage_spooled_total", "Usage records spooled to disk because the DB refused them")
 RATE_LIMITED = Counter("cic_rate_limited_total", "Requests refused by a limit", ["layer", "kind"])
 LIMITER_FALLBACKS = Counter("cic_limiter_fallback_total", "Admissions decided without Redis (Redis unreachable)")
+SHED = Counter("cic_shed_total", "Shared requests refused because the model's nodes were saturated", ["model"])
 IN_FLIGHT = Gauge("cic_requests_in_flight", "Requests in flight", multiprocess_mode="livesum")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -29,7 +29,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from agent.scrape import EngineStats
-from api.gateway.policies import DEFAULT_POLICY, NO_STATS, NodeSnapshot, RouteRequest, RoutingPolicy, get_policy
+from api.gateway.policies import (
+    DEFAULT_POLICY,
+    NO_STATS,
+    STALE_STATS_S,
+    NodeSnapshot,
+    RouteRequest,
+    RoutingPolicy,
+    get_policy,
+)
 from cic.models import Node, NodeStatus
 from cic.models.nodes import NATIVE_ENGINES
 
@@ -179,6 +187,21 @@ class NodeRegistry:
         request = RouteRequest(model, region, prefix_key, session_id, next(self._rr))
         chosen = self._policy(policy).choose([self._snapshot(n, now, wall) for n in pool], request)
         return self._by_id[chosen.id] if chosen is not None else None
+
+    def saturated(self, model: str, region: str, *, cross_region: bool, waiting_threshold: float) -> bool:
+        """Every node that could take the request reports a queue (vLLM's waiting requests) at or over
+        the threshold: the fleet is full, and shared traffic should wait or be shed."""
+        candidates = self._by_model.get(model) or []
+        pool = [n for n in candidates if n.region == region] or (candidates if cross_region else [])
+        if not pool:
+            return False
+        wall = self._wall()
+        for n in pool:
+            beat = self._heartbeat.get(n.id)
+            fresh = beat is not None and wall - beat <= STALE_STATS_S
+            if not fresh or n.stats.num_requests_waiting < waiting_threshold:
+                return False
+        return True
 
     def observe(self, node_id: str, *, ok: bool, latency_s: float, ttft_s: float | None) -> None:
         """Record one attempt on a node: its outcome, how long it took, and its time to first token if any."""

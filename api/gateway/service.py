@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.gateway import tokens
 from api.gateway.adapter import LiteLLMAdapter
-from api.gateway.app import Gateway, GatewayState
+from api.gateway.app import Gateway, GatewayState, Shedding
 from api.gateway.auth import KeyCache
 from api.gateway.catalog import load_catalog
 from api.gateway.metering import UsageMeter
@@ -62,6 +62,7 @@ class DataPlane:
                 settings.global_rpm, settings.global_tpm, settings.global_tpd, settings.global_max_concurrency
             ),
             default_policy=settings.routing_policy,
+            shed=Shedding(settings.shed_waiting_threshold, settings.shed_queue_s),
         )
         self.gateway = Gateway(self.state)
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
 
 from api.deps import ActorDep, CurrentUser, SessionDep
 from cic.models.audit import AuditEventPublic
-from cic.models.orgs import OrgCreate, OrgPublic, OrgUpdate, Role
-from cic.services import audit, orgs
+from cic.models.orgs import OrgCreate, OrgPublic, OrgUpdate, ReservationPublic, Role
+from cic.services import audit, orgs, reservations
 from cic.services.authz import authorize_org
 from cic.views import org_public
 
@@ -49,3 +50,25 @@ def audit_log(
     row, _ = authorize_org(session, actor, org, Role.admin)
     events = audit.list_events(session, row.id, limit=max(1, min(limit, 500)), before_id=before_id)
     return [AuditEventPublic.model_validate(e, from_attributes=True) for e in events]
+
+
+@router.get("/{org}/reservations", response_model=list[ReservationPublic])
+def list_reservations(org: str, actor: ActorDep, session: SessionDep) -> list[ReservationPublic]:
+    """Reserved capacity (tokens per second per model and region) the organization holds."""
+    return [reservations.public(r) for r in reservations.list_reservations(session, actor, org)]
+
+
+class ReservationSet(BaseModel):
+    model: str
+    region: str
+    tokens_per_s: int = Field(ge=1)
+
+
+@router.put("/{org}/reservations", response_model=ReservationPublic)
+def set_reservation(org: str, body: ReservationSet, actor: ActorDep, session: SessionDep) -> ReservationPublic:
+    """Set reserved capacity (platform operators)."""
+    row = reservations.set_reservation(
+        session, actor, org, model=body.model, region=body.region, tokens_per_s=body.tokens_per_s
+    )
+    session.commit()
+    return reservations.public(row)

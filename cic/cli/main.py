@@ -29,7 +29,7 @@ from cic.models.keys import ApiKeyCreate, ApiKeyUpdate
 from cic.models.nodes import NodeCreate
 from cic.models.orgs import OrgUpdate
 from cic.models.types import utcnow
-from cic.services import catalog, environments, keys, nodes, orgs, usage, users
+from cic.services import catalog, environments, keys, nodes, orgs, reservations, usage, users
 from cic.services.authz import Actor
 from cic.settings import Settings, get_settings
 from cic.views import env_public, key_created, key_public, org_public
@@ -282,6 +282,30 @@ def orgs_update(
     with _db() as (session, _):
         row = orgs.update_org(session, SYSTEM, org, OrgUpdate.model_validate(changes))
         out = org_public(row).model_dump(mode="json", exclude={"role"})
+    _emit(out)
+
+
+@orgs_app.command("reserve")
+def orgs_reserve(
+    org: Annotated[str, typer.Option(help="org slug or id")],
+    model: Annotated[str, typer.Option(help="catalog model id")],
+    region: Annotated[str, typer.Option(help="region code")],
+    tokens_per_s: Annotated[int, typer.Option(min=1, help="reserved tokens per second")],
+) -> None:
+    """Reserve capacity for an org: when the model's nodes are saturated, its traffic is admitted up to
+    this rate while shared traffic waits or is shed."""
+    with _db() as (session, _):
+        out = reservations.public(
+            reservations.set_reservation(session, SYSTEM, org, model=model, region=region, tokens_per_s=tokens_per_s)
+        )
+    _emit(out)
+
+
+@orgs_app.command("reservations")
+def orgs_reservations(org: Annotated[str, typer.Option(help="org slug or id")]) -> None:
+    """An org's reserved capacity, as JSON."""
+    with _db() as (session, _):
+        out = [reservations.public(r) for r in reservations.list_reservations(session, SYSTEM, org)]
     _emit(out)
 
 

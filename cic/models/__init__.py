@@ -6,7 +6,7 @@ from cic.models.catalog import CatalogModel, ModelKind, ModelPrice, Region
 from cic.models.environments import Environment, EnvironmentModel
 from cic.models.keys import ApiKey
 from cic.models.nodes import Deployment, Launch, Node, NodeStatus, NodeToken
-from cic.models.orgs import Membership, Org, Plan, Role
+from cic.models.orgs import Membership, Org, Plan, Reservation, Role
 from cic.models.usage import UsageRecord, UsageStatus
 from cic.models.users import User, UserSession
 
@@ -27,6 +27,7 @@ __all__ = [
     "Org",
     "Plan",
     "Region",
+    "Reservation",
     "Role",
     "UsageRecord",
     "UsageStatus",

@@ -105,3 +105,28 @@ class MemberPublic(SQLModel):
     name: str
     role: Role
     created_at: datetime
+
+
+class Reservation(SQLModel, table=True):
+    """Reserved capacity: an org's guaranteed tokens per second of a model in a region. When the model's
+    nodes are saturated, reserved traffic is admitted up to this rate and shared traffic waits or is shed."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (UniqueConstraint("org_id", "model_id", "region_code"),)
+
+    id: str = Field(default_factory=lambda: new_id("rsv"), primary_key=True, max_length=ID_LEN)
+    org_id: str = Field(foreign_key="orgs.id", ondelete="CASCADE", index=True, max_length=ID_LEN)
+    model_id: str = Field(foreign_key="models.id", max_length=64)
+    region_code: str = Field(foreign_key="regions.code", max_length=32)
+    tokens_per_s: int = Field(ge=1)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReservationPublic(SQLModel):
+    id: str
+    org_id: str
+    model: str
+    region: str
+    tokens_per_s: int
+    created_at: datetime

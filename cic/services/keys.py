@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 
 from sqlmodel import Session, col, select
 
@@ -16,6 +18,7 @@ from cic.models.types import utcnow
 from cic.services import audit
 from cic.services.authz import Actor, authorize_org
 from cic.services.environments import LIMIT_FIELDS, enabled_models, find_env, org_effective_limits
+from cic.services.reservations import org_reservations
 
 DEFAULT_ROTATION_GRACE_HOURS = 24
 
@@ -222,6 +225,7 @@ class KeyIdentity:
     org_limits: Limits
     env_limits: Limits
     key_limits: Limits
+    reservations: Mapping[tuple[str, str], int]  # (model, region) -> reserved tokens per second
 
     @property
     def valid_until(self) -> datetime | None:
@@ -270,6 +274,7 @@ def identity_by_hash(session: Session, key_hash: str) -> KeyIdentity:
         org_limits=org_limits(org.plan, limits_of(org)),
         env_limits=limits_of(env),
         key_limits=limits_of(key),
+        reservations=MappingProxyType(org_reservations(session, org.id)),
     )
 
 
