@@ -69,7 +69,16 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.engine = make_engine(settings)
-        app.state.redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        app.state.redis = (
+            aioredis.Redis(
+                # A burst waits for a pooled connection rather than failing with "Too many connections".
+                connection_pool=aioredis.BlockingConnectionPool.from_url(
+                    settings.redis_url, max_connections=settings.redis_max_connections, timeout=5
+                )
+            )
+            if settings.redis_url
+            else None
+        )
         sync_redis = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
         data_plane = DataPlane(settings, app.state.engine, app.state.redis)
         app.state.data_plane = data_plane

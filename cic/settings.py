@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis for limits, caches and locks; unset means in-process equivalents."
     )
+    redis_max_connections: int = Field(default=256, ge=4, description="Redis connections per API worker")
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
     key_pepper: SecretStr = Field(
         default=SecretStr(DEFAULT_KEY_PEPPER),

@@ -303,6 +303,11 @@ class Gateway:
             watch.cancel()
             work.result()
             return
+        if call.stream_done:
+            # The client hung up after reading [DONE] (the SDK does): the request completed.
+            with contextlib.suppress(OpenAIError, UpstreamFailure, OSError):
+                await work
+            return
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError, OpenAIError, UpstreamFailure):
             await work
@@ -431,8 +436,12 @@ class Gateway:
                         }
                     )
                 out = scanner.feed(data)
+                if scanner.done:
+                    call.stream_done = True
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
+                if scanner.done:
+                    break  # nothing follows [DONE]; clients hang up as soon as they read it
                 if call.admission is not None and time.monotonic() - call.lease_renewed > LEASE_RENEW_S:
                     call.lease_renewed = time.monotonic()  # a long stream keeps its concurrency slot
                     await self.s.limiter.renew(call.admission)
@@ -454,7 +463,8 @@ class Gateway:
     # --- metering ------------------------------------------------------------------------------
 
     def _meter(self, call: Call) -> None:
-        if not call.usage_exact and call.node_id is not None and call.prompt_text:
+        rejected = call.status == "error" and 400 <= call.http_status < 500  # the node refused it: no work done
+        if not call.usage_exact and call.node_id is not None and call.prompt_text and not rejected:
             # The node reported no usage (client gone, stream broken): count the prompt ourselves;
             # the generated tokens are the content chunks that were relayed.
             call.prompt_tokens = tokens.estimate_prompt_tokens(call.prompt_text, call.messages)
@@ -601,10 +611,22 @@ def _openai_error_body(payload: bytes, status: int) -> bytes:
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return payload
-    message = data.get("message") if isinstance(data, dict) else None
+        data = data["error"]  # vLLM ≥ 0.9: OpenAI's envelope, but its own type names and an integer code
+    message = str(
+        (data.get("message") if isinstance(data, dict) else None)
+        or payload[:500].decode(errors="replace")
+        or "Upstream error."
+    )
+    param = data.get("param") if isinstance(data, dict) else None
+    code = data.get("code") if isinstance(data, dict) else None
+    if not isinstance(code, str):
+        code = None
+    if "maximum context length" in message:
+        code, param = "context_length_exceeded", "messages"
     return OpenAIError(
         status,
-        str(message or payload[:500].decode(errors="replace") or "Upstream error."),
+        message,
         "invalid_request_error" if status < 500 else "api_error",
+        param=param if isinstance(param, str) else None,
+        code=code,
     ).body()

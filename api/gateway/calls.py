@@ -35,6 +35,7 @@ class Call:
     prompt_text: str = ""
     messages: int = 0
     response_started: bool = False
+    stream_done: bool = False  # [DONE] was relayed
     admission: Admission | None = None
     cost_picousd: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-* for the response

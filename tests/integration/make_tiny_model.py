@@ -34,7 +34,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-WORDS = (
+TEXT = (
     "the a an of to in and is it that for on with as was at by be this from or have not are but had they "
     "his her which you were all we one there can been has more will if no out so said what up its about "
     "into than them only other new some could time these two may then do first any my now such like our "
@@ -42,7 +42,8 @@ WORDS = (
     "well down should because each just those people how too little state good very make world still own "
     "see men work long get here between both life being under never day same another know while last "
     "hello hi model token cache node gateway region tenant usage stream embedding vector request reply"
-).split()
+)
+WORDS = TEXT.split()
 
 
 def corpus(rng: random.Random, lines: int = 4000) -> list[str]:
