@@ -288,7 +288,9 @@ class Gateway:
         """Give back what was reserved and not used; free the concurrency slot."""
         assert call.admission is not None
         try:
-            await self.s.limiter.settle(call.admission, call.prompt_tokens + call.completion_tokens, call.cost_picousd)
+            await self.s.limiter.settle(
+                call.admission, call.prompt_tokens + call.completion_tokens, call.cost_picousd, wait=False
+            )
         except (RedisError, OSError) as exc:  # the lease expires by itself
             log.warning("could not settle rate-limit reservation: %s", exc)
 

@@ -16,6 +16,7 @@ workers (or fails open / closed, as configured), counts it, and returns to Redis
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -35,6 +36,7 @@ log = logging.getLogger("cic.ratelimit")
 MIN_MS = 60_000
 DAY_MS = 86_400_000
 LEASE_TTL_MS = 60_000
+SETTLE_BATCH_S = 0.005
 _SCRIPT = (Path(__file__).with_name("ratelimit.lua")).read_text()
 
 Kind = Literal["requests", "tokens", "tokens_per_day", "concurrency", "budget"]
@@ -117,9 +119,11 @@ class Limiter(Protocol):
         self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
     ) -> Admission: ...
 
-    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0) -> None: ...
+    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0, *, wait: bool = True) -> None: ...
 
     async def renew(self, adm: Admission) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def _args(layer: Layer) -> list[str | int]:
@@ -202,6 +206,9 @@ class RedisLimiter:
         self._admit = client.register_script(_SCRIPT)
         self._settle = client.register_script(_SETTLE)
         self._renew = client.register_script(_RENEW)
+        self._client = client
+        self._pending: list[list[str | int]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
         now = now_ms if now_ms is not None else _now_ms()
@@ -211,7 +218,9 @@ class RedisLimiter:
         raw = await self._admit(args=argv)
         return _result(raw, layers, cost, lease_id, now)
 
-    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0) -> None:
+    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0, *, wait: bool = True) -> None:
+        """Give back unused tokens, count the spend, free the lease. ``wait=False`` (the gateway, after the
+        response is sent) batches settlements of requests that end together into one pipelined round trip."""
         if adm.settled:
             return
         adm.settled = True
@@ -233,7 +242,32 @@ class RedisLimiter:
                 int(bool(lim.max_concurrency)),
                 int(bool(lim.monthly_budget_cents)),
             ]
-        await self._settle(args=argv)
+        if wait:
+            await self._settle(args=argv)
+            return
+        self._pending.append(argv)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(SETTLE_BATCH_S)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:500], self._pending[500:]
+            pipe = self._client.pipeline(transaction=False)
+            for argv in batch:
+                await self._settle(args=argv, client=pipe)
+            try:
+                await pipe.execute()
+            except (RedisError, OSError) as exc:  # leases expire by themselves; tokens were reserved, not lost
+                log.warning("could not settle %d rate-limit reservations: %s", len(batch), exc)
+
+    async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+        await self._flush()
 
     async def renew(self, adm: Admission) -> None:
         keys = [f"{layer.prefix}:c" for layer in adm.layers if layer.limits.max_concurrency]
@@ -355,7 +389,7 @@ class LocalLimiter:
                 self._leases.setdefault(p, {})[lease_id] = now + self.lease_ttl_ms
         return adm
 
-    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0) -> None:
+    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0, *, wait: bool = True) -> None:
         if adm.settled:
             return
         adm.settled = True
@@ -370,6 +404,9 @@ class LocalLimiter:
             leases = self._leases.get(p)
             if leases is not None:
                 leases.pop(adm.lease_id, None)
+
+    async def close(self) -> None:
+        """Nothing is buffered in process."""
 
     async def renew(self, adm: Admission) -> None:
         if adm.settled:
@@ -442,12 +479,15 @@ class FailoverLimiter:
         adm.local = True
         return adm
 
-    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0) -> None:
+    async def close(self) -> None:
+        await self.primary.close()
+
+    async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0, *, wait: bool = True) -> None:
         if adm.local:
             await self.fallback.settle(adm, actual, cost_picousd)
             return
         try:
-            await self.primary.settle(adm, actual, cost_picousd)
+            await self.primary.settle(adm, actual, cost_picousd, wait=wait)
         except (RedisError, OSError) as exc:
             self._failed(exc)  # the lease expires by itself
 

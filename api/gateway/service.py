@@ -91,6 +91,8 @@ class DataPlane:
                 await t
         self._tasks.clear()
         await self.state.meter.close()
+        with contextlib.suppress(RedisError, OSError):
+            await self.state.limiter.close()
         with contextlib.suppress(SQLAlchemyError):
             await self.state.keys.flush_last_used()
         await self.state.pool.close()

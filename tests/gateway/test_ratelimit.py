@@ -123,3 +123,18 @@ async def test_monthly_budget(limiter: RedisLimiter | LocalLimiter) -> None:
     assert not refused.allowed and refused.kind == "budget" and refused.limit == 10**10
     next_month = T0 + 40 * 86_400_000
     assert (await limiter.admit(layers, 10, "m4", next_month)).allowed
+
+
+async def test_batched_settlement_lands() -> None:
+    client = aioredis.from_url(REDIS_URL)
+    limiter = RedisLimiter(client)
+    layers = _layers("batch", tpm=1000, max_concurrency=3)
+    adms = [await limiter.admit(layers, 300, f"b{i}", T0 + i) for i in range(3)]
+    assert all(a.allowed for a in adms)
+    assert not (await limiter.admit(layers, 10, "full", T0 + 5)).allowed
+    for a in adms:
+        await limiter.settle(a, 10, wait=False)  # the gateway's way: batched, off the response path
+    await limiter.close()  # flushes what is pending
+    again = await limiter.admit(layers, 300, "after", T0 + 6)
+    assert again.allowed and again.remaining_tokens == 1000 - 30 - 300
+    await client.aclose()
