@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-import cic.models.types
+import cic.models.types  # noqa: F401 - autogenerate renders UTC columns with it
 from alembic import op
 ${imports if imports else ""}
 revision: str = ${repr(up_revision)}

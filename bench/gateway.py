@@ -94,7 +94,7 @@ class Processes:
         out = (self.log_dir / f"{name}.log").open("w")
         self._logs[name] = out
         log(f"start {name}: {' '.join(argv)}")
-        proc = subprocess.Popen(  # noqa: S603 - our own argv
+        proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT,
             start_new_session=True,
         )  # fmt: skip
@@ -397,9 +397,9 @@ def ensure_wrk() -> str:
     if apt is None:
         raise BenchError("wrk is not installed and apt-get is not available; install wrk")
     log("installing wrk with apt-get")
-    if subprocess.run([apt, "install", "-y", "wrk"], capture_output=True, check=False).returncode != 0:  # noqa: S603
-        subprocess.run([apt, "update"], capture_output=True, check=False)  # noqa: S603
-        subprocess.run([apt, "install", "-y", "wrk"], capture_output=True, check=True)  # noqa: S603
+    if subprocess.run([apt, "install", "-y", "wrk"], capture_output=True, check=False).returncode != 0:
+        subprocess.run([apt, "update"], capture_output=True, check=False)
+        subprocess.run([apt, "install", "-y", "wrk"], capture_output=True, check=True)
     path = shutil.which("wrk")
     if path is None:
         raise BenchError("apt-get install wrk did not provide a wrk command")
@@ -445,7 +445,7 @@ class Wrk:
         argv = [self.binary, "-t1", f"-c{concurrency}", f"-d{cap}s", "--timeout", f"{cap}s", "-s", str(LUA_SCRIPT)]
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
-        proc = subprocess.Popen(  # noqa: S603 - our own argv
+        proc = subprocess.Popen(
             [*argv, base_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
         )
         try:
@@ -537,7 +537,7 @@ def start_upstream(procs: Processes) -> Target:
 
 
 def _cic_help() -> str:
-    return subprocess.run([str(CIC), "--help"], capture_output=True, text=True, check=False).stdout  # noqa: S603
+    return subprocess.run([str(CIC), "--help"], capture_output=True, text=True, check=False).stdout
 
 
 class Database:
@@ -594,7 +594,7 @@ def cic(env: dict[str, str], *args: str) -> dict[str, Any]:
     if args[0] == "nodes" and "nodes" not in _cic_help():
         # `cic nodes` exists in cic/cli/main.py but is not mounted on the command line yet: call its sub-app.
         argv = [str(PYTHON), "-c", "from cic.cli.main import nodes_app; nodes_app()", *args[1:]]
-    res = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False)  # noqa: S603
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     if res.returncode != 0:
         raise BenchError(f"`cic {' '.join(args)}` failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     out = res.stdout.strip()
@@ -639,9 +639,9 @@ def ensure_litellm(spec: str) -> Path:
     if binary.exists():
         return binary
     log(f"creating {LITELLM_VENV.relative_to(ROOT)} and installing {spec} (a few minutes)")
-    subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)  # noqa: S603
+    subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
     pip = LITELLM_VENV / "bin" / "pip"
-    subprocess.run([str(pip), "install", "-q", spec], check=True)  # noqa: S603
+    subprocess.run([str(pip), "install", "-q", spec], check=True)
     if not binary.exists():
         raise BenchError(f"{spec} installed no litellm command")
     return binary
@@ -860,8 +860,8 @@ def ratios(rows: list[Row]) -> dict[str, float | None]:
 
 
 def environment_info(args: argparse.Namespace, wrk_binary: str) -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False)  # noqa: S607
-    wrk_version = subprocess.run([wrk_binary, "-v"], capture_output=True, text=True, check=False)  # noqa: S603
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False)
+    wrk_version = subprocess.run([wrk_binary, "-v"], capture_output=True, text=True, check=False)
     return {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],

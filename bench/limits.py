@@ -33,9 +33,9 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.simulator import SimConfig, start_simulator  # noqa: E402
-from api.gateway.ratelimit import Layer, RedisLimiter  # noqa: E402
-from cic.limits import Limits  # noqa: E402
+from agent.simulator import SimConfig, start_simulator
+from api.gateway.ratelimit import Layer, RedisLimiter
+from cic.limits import Limits
 
 CIC = str(ROOT / ".venv" / "bin" / "cic")
 PG_ADMIN = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"

@@ -49,10 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.scrape import EngineStats  # noqa: E402
-from agent.simulator import RunningSim, SimConfig, start_simulator  # noqa: E402
-from api.gateway.policies import POLICY_NAMES  # noqa: E402
-from api.gateway.registry import NodeRegistry, NodeView  # noqa: E402
+from agent.scrape import EngineStats
+from agent.simulator import RunningSim, SimConfig, start_simulator
+from api.gateway.policies import POLICY_NAMES
+from api.gateway.registry import NodeRegistry, NodeView
 
 MODEL = "llama-3-8b"
 REGION = "us-east"
@@ -129,7 +129,7 @@ def system_prompts(n: int, rng: random.Random) -> list[str]:
 
 
 def schedule(args: argparse.Namespace, rate: float) -> list[Arrival]:
-    rng = random.Random(args.seed)  # noqa: S311 - a reproducible workload, not cryptography
+    rng = random.Random(args.seed)
     weights = [1.0 / (k + 1) ** args.zipf for k in range(args.prompts)]
     arrivals: list[Arrival] = []
     t = rng.expovariate(rate)
@@ -377,7 +377,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def main(args: argparse.Namespace) -> None:
     rate = args.load * capacity_rps(args)
     arrivals = schedule(args, rate)
-    prompts = system_prompts(args.prompts, random.Random(args.seed + 1))  # noqa: S311 - reproducible
+    prompts = system_prompts(args.prompts, random.Random(args.seed + 1))
     specs = fleet(args)
     print(
         f"fleet: {len(specs)} nodes ({args.slow_nodes} × {args.slow_speed}× slower), {args.max_num_seqs} slots each, "

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-import cic.models.types
 from alembic import op
 
 revision: str = "0004"
