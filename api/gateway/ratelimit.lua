@@ -26,8 +26,8 @@ local frac = into / MIN
 local day = math.floor(now / 86400000)
 
 local function window_used(prefix, kind)
-  local cur = tonumber(redis.call('GET', prefix .. ':' .. kind .. ':' .. win) or '0')
-  local prev = tonumber(redis.call('GET', prefix .. ':' .. kind .. ':' .. (win - 1)) or '0')
+  local v = redis.call('MGET', prefix .. ':' .. kind .. ':' .. win, prefix .. ':' .. kind .. ':' .. (win - 1))
+  local cur, prev = tonumber(v[1] or '0'), tonumber(v[2] or '0')
   return prev * (1 - frac) + cur, cur, prev
 end
 
@@ -102,18 +102,15 @@ for i = 0, n - 1 do
   local rpm, tpm, tpd, conc = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   if rpm > 0 then
     local k = p .. ':r:' .. win
-    redis.call('INCR', k)
-    redis.call('PEXPIRE', k, 2 * MIN + 1000)
+    if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, 2 * MIN + 1000) end
   end
   if tpm > 0 and cost > 0 then
     local k = p .. ':t:' .. win
-    redis.call('INCRBY', k, cost)
-    redis.call('PEXPIRE', k, 2 * MIN + 1000)
+    if redis.call('INCRBY', k, cost) == cost then redis.call('PEXPIRE', k, 2 * MIN + 1000) end
   end
   if tpd > 0 and cost > 0 then
     local k = p .. ':d:' .. day
-    redis.call('INCRBY', k, cost)
-    redis.call('PEXPIRE', k, 2 * 86400000)
+    if redis.call('INCRBY', k, cost) == cost then redis.call('PEXPIRE', k, 2 * 86400000) end
   end
   if conc > 0 then
     local k = p .. ':c'
