@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import string
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlmodel import Session, col, select
@@ -38,12 +39,12 @@ def _require_model(session: Session, model: str) -> None:
         ) from None
 
 
-def add_static_node(session: Session, actor: Actor, data: NodeCreate) -> Node:
-    """Register an upstream by hand: an existing OpenAI-compatible server, or a hosted provider via LiteLLM."""
+def _new_node(session: Session, data: NodeCreate | NodeRegister, **extra: Any) -> Node:
+    """A healthy node from what an operator or an agent said about it, after checking model, region, URL."""
     _require_model(session, data.model)
     catalog.require_region(session, data.region)
     netloc = _check_endpoint(data.endpoint_url)
-    node = Node(
+    return Node(
         name=data.name or f"{data.model}@{netloc}",
         provider=data.provider,
         region_code=data.region,
@@ -51,11 +52,16 @@ def add_static_node(session: Session, actor: Actor, data: NodeCreate) -> Node:
         endpoint_url=data.endpoint_url.rstrip("/").removesuffix("/v1"),
         engine=data.engine,
         served_model=data.served_model or data.model,
-        api_key_env=data.api_key_env,
         gpu=data.gpu,
         spot=data.spot,
         status=NodeStatus.healthy.value,
+        **extra,
     )
+
+
+def add_static_node(session: Session, actor: Actor, data: NodeCreate) -> Node:
+    """Register an upstream by hand: an existing OpenAI-compatible server, or a hosted provider via LiteLLM."""
+    node = _new_node(session, data, api_key_env=data.api_key_env)
     session.add(node)
     audit.record(
         session,
@@ -180,21 +186,10 @@ def _use_token(session: Session, plaintext: str, region: str, pepper: str) -> No
 def register_node(session: Session, token: str, data: NodeRegister, *, pepper: str, ip: str = "") -> Node:
     """An agent's node joins the fleet (healthy: the agent registers once its engine answers)."""
     tok = _use_token(session, token, data.region, pepper)
-    _require_model(session, data.model)
-    catalog.require_region(session, data.region)
-    netloc = _check_endpoint(data.endpoint_url)
-    node = Node(
-        name=data.name or f"{data.model}@{netloc}",
-        provider=data.provider,
-        region_code=data.region,
-        model_id=data.model,
-        endpoint_url=data.endpoint_url.rstrip("/").removesuffix("/v1"),
-        engine=data.engine,
-        served_model=data.served_model or data.model,
-        gpu=data.gpu,
-        spot=data.spot,
+    node = _new_node(
+        session,
+        data,
         price_per_hour_micros=round(data.price_per_hour * 1_000_000),
-        status=NodeStatus.healthy.value,
         managed=True,
         agent_version=data.agent_version,
         launch_id=data.launch_id,
