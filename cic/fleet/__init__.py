@@ -2,7 +2,7 @@
 
 * ``launcher``   — the ``Launcher`` seam (launch / down / status), ``LaunchSpec``, ``FakeLauncher``.
 * ``skypilot``   — the SkyPilot task from infra/skypilot/vllm-node.yaml, ``SkyPilotLauncher``
-  (imports ``sky`` only when used: ``pip install 'crosslogic-inference-cloud[fleet]'``).
+  (imports ``sky`` only when used: ``./scripts/install --fleet``).
 * ``reconciler`` — ``evaluate`` (pure decisions), ``Executor``, ``LaunchStore``, ``reconcile_once``.
 """
 
