@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     global_max_concurrency: int | None = Field(default=None, ge=1, description="whole-platform requests in flight")
     upstream_connect_timeout_s: float = Field(default=3.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
+    smtp_host: str | None = Field(default=None, description="mail server for alerts and invitations; unset = log")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="STARTTLS, implicit TLS (port 465), or plain (a local relay)"
+    )
+    smtp_from: str = Field(default="CrossLogic <no-reply@localhost>", description="the From: of outgoing mail")
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    dashboard_url: str = Field(
+        default="http://localhost:8000", description="where the dashboard is served (links in mail, OAuth returns)"
+    )
     log_level: str = "INFO"
     log_json: bool = True
     sql_echo: bool = False
@@ -87,7 +99,7 @@ class Settings(BaseSettings):
     def _empty_redis_is_none(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("public_base_url")
+    @field_validator("public_base_url", "dashboard_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
