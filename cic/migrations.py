@@ -64,5 +64,11 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
     return False
 
 
+NOT_MODELS = {"alembic_version", "apscheduler_jobs"}
+"""Tables a migration creates that no model describes (Alembic's own, APScheduler's job store)."""
+
+
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    return not (type_ == "table" and name == "alembic_version")
+    if type_ == "table":
+        return name not in NOT_MODELS
+    return not (type_ == "index" and obj.table.name in NOT_MODELS)

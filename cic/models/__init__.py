@@ -4,6 +4,7 @@ from cic.models import base as _base  # noqa: F401  (naming convention first)
 from cic.models.audit import AuditEvent
 from cic.models.catalog import CatalogModel, ModelKind, ModelPrice, Region
 from cic.models.environments import Environment, EnvironmentModel
+from cic.models.jobs import JobRun, JobRunStatus
 from cic.models.keys import ApiKey
 from cic.models.nodes import Deployment, Launch, Node, NodeStatus, NodeToken
 from cic.models.orgs import Membership, Org, Plan, Reservation, Role
@@ -17,6 +18,8 @@ __all__ = [
     "Deployment",
     "Environment",
     "EnvironmentModel",
+    "JobRun",
+    "JobRunStatus",
     "Launch",
     "Membership",
     "ModelKind",
