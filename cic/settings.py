@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     dashboard_url: str = Field(
         default="http://localhost:8000", description="where the dashboard is served (links in mail, OAuth returns)"
     )
+    dashboard_api_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="where the dashboard's server calls the management API (cic up: this process on loopback)",
+    )
+    dashboard_mount_api: bool = Field(
+        default=True, description="serve the API from the dashboard's process (all-in-one); false when separate"
+    )
+    dashboard_api_timeout_s: float = Field(default=15.0, gt=0, description="dashboard -> API call timeout")
     log_level: str = "INFO"
     log_json: bool = True
     sql_echo: bool = False
@@ -99,7 +107,7 @@ class Settings(BaseSettings):
     def _empty_redis_is_none(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("public_base_url", "dashboard_url")
+    @field_validator("public_base_url", "dashboard_url", "dashboard_api_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
