@@ -29,6 +29,14 @@ class Settings(BaseSettings):
         default=None, description="Redis for limits, caches and locks; unset means in-process equivalents."
     )
     redis_max_connections: int = Field(default=256, ge=4, description="Redis connections per API worker")
+    upstash_redis_rest_url: str | None = Field(
+        default=None, description="Upstash Redis REST URL: the jobs' locks over HTTP when CIC_REDIS_URL is unset"
+    )
+    upstash_redis_rest_token: SecretStr | None = Field(default=None, description="Upstash Redis REST token")
+    job_modules: str = Field(
+        default="", description="extra comma-separated modules whose import registers jobs (plug-ins)"
+    )
+    job_history_days: int = Field(default=7, ge=1, description="how long job_runs rows are kept")
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
     key_pepper: SecretStr = Field(
         default=SecretStr(DEFAULT_KEY_PEPPER),
@@ -102,7 +110,7 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "upstash_redis_rest_url")
     @classmethod
     def _empty_redis_is_none(cls, value: str | None) -> str | None:
         return value or None
