@@ -26,6 +26,21 @@ class ModelSeed:
     hf_repo: str
     input_per_1m: Decimal
     output_per_1m: Decimal
+    reference: str  # an OpenAI model of the same class (REFERENCE_PRICES)
+
+
+# OpenAI's list prices (USD per 1M input / output tokens), for "savings vs OpenAI list price".
+REFERENCE_PRICES: dict[str, tuple[Decimal, Decimal]] = {
+    "gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),
+    "gpt-4o": (Decimal("2.50"), Decimal("10.00")),
+    "gpt-3.5-turbo": (Decimal("0.50"), Decimal("1.50")),
+    "text-embedding-3-small": (Decimal("0.02"), Decimal("0")),
+}
+
+# Reserved capacity: a token per second held for a (30-day) month is 2.592M tokens of capacity; the
+# reservation costs this share of those tokens at the model's output list price, on top of usage.
+RESERVED_SHARE = Decimal("0.20")
+SECONDS_PER_MONTH = Decimal(30 * 24 * 3600)
 
 
 REGIONS: tuple[RegionSeed, ...] = (
@@ -64,6 +79,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "meta-llama/Meta-Llama-3-8B-Instruct",
         Decimal("0.05"),
         Decimal("0.05"),
+        "gpt-4o-mini",
     ),
     ModelSeed(
         "llama-3-70b",
@@ -75,6 +91,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "meta-llama/Meta-Llama-3-70B-Instruct",
         Decimal("0.59"),
         Decimal("0.79"),
+        "gpt-4o",
     ),
     ModelSeed(
         "mistral-7b",
@@ -86,6 +103,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "mistralai/Mistral-7B-Instruct-v0.3",
         Decimal("0.05"),
         Decimal("0.05"),
+        "gpt-4o-mini",
     ),
     ModelSeed(
         "mixtral-8x7b",
@@ -97,6 +115,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "mistralai/Mixtral-8x7B-Instruct-v0.1",
         Decimal("0.24"),
         Decimal("0.24"),
+        "gpt-3.5-turbo",
     ),
     ModelSeed(
         "qwen-2.5-7b",
@@ -108,6 +127,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "Qwen/Qwen2.5-7B-Instruct",
         Decimal("0.06"),
         Decimal("0.06"),
+        "gpt-4o-mini",
     ),
     ModelSeed(
         "qwen-2.5-72b",
@@ -119,6 +139,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "Qwen/Qwen2.5-72B-Instruct",
         Decimal("0.60"),
         Decimal("0.80"),
+        "gpt-4o",
     ),
     ModelSeed(
         "gemma-7b",
@@ -130,6 +151,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "google/gemma-7b-it",
         Decimal("0.05"),
         Decimal("0.05"),
+        "gpt-4o-mini",
     ),
     ModelSeed(
         "phi-3-mini",
@@ -141,6 +163,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "microsoft/Phi-3-mini-4k-instruct",
         Decimal("0.03"),
         Decimal("0.03"),
+        "gpt-4o-mini",
     ),
     ModelSeed(
         "phi-3-medium",
@@ -152,6 +175,7 @@ MODELS: tuple[ModelSeed, ...] = (
         "microsoft/Phi-3-medium-4k-instruct",
         Decimal("0.14"),
         Decimal("0.14"),
+        "gpt-4o-mini",
     ),
     ModelSeed(
         "all-minilm-l6-v2",
@@ -163,8 +187,14 @@ MODELS: tuple[ModelSeed, ...] = (
         "sentence-transformers/all-MiniLM-L6-v2",
         Decimal("0.01"),
         Decimal("0"),
+        "text-embedding-3-small",
     ),
 )
+
+
+def reserved_tps_month(output_per_1m: Decimal) -> Decimal:
+    """USD per token/s per month of reserved capacity."""
+    return output_per_1m * SECONDS_PER_MONTH / 1_000_000 * RESERVED_SHARE
 
 
 def micros(usd: Decimal) -> int:

@@ -4,7 +4,14 @@ from fastapi import APIRouter
 from sqlmodel import Session
 
 from api.deps import SessionDep
-from cic.models.catalog import CatalogModel, ModelKind, ModelPublic, PricePublic, RegionPublic
+from cic.models.catalog import (
+    CatalogModel,
+    ModelKind,
+    ModelPublic,
+    PricePublic,
+    ReferencePricePublic,
+    RegionPublic,
+)
 from cic.services import catalog
 
 router = APIRouter(tags=["catalog"])
@@ -21,9 +28,21 @@ def _model_public(session: Session, m: CatalogModel) -> ModelPublic:
         vram_gb=m.vram_gb,
         provider=m.provider,
         prices=[
-            PricePublic(region=r, input_per_1m=p.input_per_1m_micros / 1e6, output_per_1m=p.output_per_1m_micros / 1e6)
+            PricePublic(
+                region=r,
+                input_per_1m=p.input_per_1m_micros / 1e6,
+                output_per_1m=p.output_per_1m_micros / 1e6,
+                reserved_per_tps_month=p.reserved_tps_month_micros / 1e6,
+            )
             for r, p in sorted(prices.items())
         ],
+        reference=ReferencePricePublic(
+            model=m.reference_model,
+            input_per_1m=m.reference_input_per_1m_micros / 1e6,
+            output_per_1m=m.reference_output_per_1m_micros / 1e6,
+        )
+        if m.reference_model
+        else None,
     )
 
 

@@ -2,19 +2,37 @@
 
 from cic.models import base as _base  # noqa: F401  (naming convention first)
 from cic.models.audit import AuditEvent
+from cic.models.billing import (
+    BillingAccount,
+    BillingAccrual,
+    BillingStatement,
+    BudgetAlert,
+    CreditApplication,
+    CreditGrant,
+    StripeEvent,
+    StripeExport,
+    StripeObject,
+)
 from cic.models.catalog import CatalogModel, ModelKind, ModelPrice, Region
 from cic.models.environments import Environment, EnvironmentModel
 from cic.models.jobs import JobRun, JobRunStatus
 from cic.models.keys import ApiKey
 from cic.models.nodes import Deployment, Launch, Node, NodeStatus, NodeToken
 from cic.models.orgs import Membership, Org, Plan, Reservation, Role
+from cic.models.rollups import RollupCursor, UsageDaily, UsageHourly
 from cic.models.usage import UsageRecord, UsageStatus
 from cic.models.users import User, UserSession
 
 __all__ = [
     "ApiKey",
     "AuditEvent",
+    "BillingAccount",
+    "BillingAccrual",
+    "BillingStatement",
+    "BudgetAlert",
     "CatalogModel",
+    "CreditApplication",
+    "CreditGrant",
     "Deployment",
     "Environment",
     "EnvironmentModel",
@@ -32,6 +50,12 @@ __all__ = [
     "Region",
     "Reservation",
     "Role",
+    "RollupCursor",
+    "StripeEvent",
+    "StripeExport",
+    "StripeObject",
+    "UsageDaily",
+    "UsageHourly",
     "UsageRecord",
     "UsageStatus",
     "User",

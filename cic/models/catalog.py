@@ -49,6 +49,11 @@ class CatalogModel(SQLModel, table=True):
     hf_repo: str = Field(default="", max_length=200, description="weights vLLM serves for it")
     provider: str = Field(default="vllm", max_length=40)
     active: bool = Field(default=True)
+    # The OpenAI model a customer would otherwise call, at its list price per 1M tokens (µ$): the
+    # dashboard's "savings vs OpenAI list price" is the same tokens priced at these.
+    reference_model: str = Field(default="", max_length=64)
+    reference_input_per_1m_micros: int = Field(default=0, ge=0, sa_type=BigInteger)
+    reference_output_per_1m_micros: int = Field(default=0, ge=0, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -63,6 +68,9 @@ class ModelPrice(SQLModel, table=True):
     region_code: str = Field(foreign_key="regions.code", max_length=32)
     input_per_1m_micros: int = Field(ge=0, sa_type=BigInteger)
     output_per_1m_micros: int = Field(ge=0, sa_type=BigInteger)
+    reserved_tps_month_micros: int = Field(
+        default=0, ge=0, sa_type=BigInteger, description="reserved capacity: µ$ per token/s per calendar month"
+    )
     effective_from: datetime = Field(sa_type=UTCDateTime)
 
 
@@ -70,7 +78,14 @@ class PricePublic(SQLModel):
     region: str
     input_per_1m: float
     output_per_1m: float
+    reserved_per_tps_month: float = 0.0
     currency: str = "usd"
+
+
+class ReferencePricePublic(SQLModel):
+    model: str
+    input_per_1m: float
+    output_per_1m: float
 
 
 class ModelPublic(SQLModel):
@@ -82,3 +97,4 @@ class ModelPublic(SQLModel):
     vram_gb: int
     provider: str
     prices: list[PricePublic] = []
+    reference: ReferencePricePublic | None = None

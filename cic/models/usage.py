@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Index
+from sqlalchemy import BigInteger, Index, func
 from sqlmodel import Field, SQLModel
 
 from cic.models.base import ID_LEN, BigIntPK
@@ -23,6 +23,7 @@ class UsageRecord(SQLModel, table=True):
     __table_args__ = (
         Index("ix_usage_records_org_id_created_at", "org_id", "created_at"),
         Index("ix_usage_records_environment_id_created_at", "environment_id", "created_at"),
+        Index("ix_usage_records_ingested_at", "ingested_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
@@ -46,7 +47,12 @@ class UsageRecord(SQLModel, table=True):
     input_per_1m_micros: int = Field(default=0, ge=0, sa_type=BigInteger)
     output_per_1m_micros: int = Field(default=0, ge=0, sa_type=BigInteger)
     cost_picousd: int = Field(default=0, ge=0, sa_type=BigInteger)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, description="when the request arrived")
+    # When the row reached the database (the database's clock): a record replayed from the spool hours
+    # later gets a late ``ingested_at``, which is how the roll-up finds the hours it must fold again.
+    ingested_at: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, sa_column_kwargs={"server_default": func.now(), "nullable": False}
+    )
 
 
 class UsageRow(SQLModel):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session, col, select
 
-from cic.catalog_seed import MODELS, REGIONS, micros
+from cic.catalog_seed import MODELS, REFERENCE_PRICES, REGIONS, micros, reserved_tps_month
 from cic.errors import NotFound, ValidationFailed
 from cic.models import CatalogModel, ModelPrice, Region
 from cic.models.types import utcnow
@@ -39,25 +39,34 @@ def seed(session: Session) -> SeedResult:
         )
         row_m.name, row_m.family, row_m.kind = m.name, m.family, m.kind
         row_m.context_length, row_m.vram_gb, row_m.hf_repo = m.context_length, m.vram_gb, m.hf_repo
+        ref_in, ref_out = REFERENCE_PRICES[m.reference]
+        row_m.reference_model = m.reference
+        row_m.reference_input_per_1m_micros, row_m.reference_output_per_1m_micros = micros(ref_in), micros(ref_out)
         session.add(row_m)
     session.flush()
     added = 0
     for m in MODELS:
         for r in REGIONS:
-            exists = session.exec(
-                select(ModelPrice.id).where(ModelPrice.model_id == m.id, ModelPrice.region_code == r.code)
-            ).first()
-            if exists is None:
+            reserved = micros(reserved_tps_month(max(m.input_per_1m, m.output_per_1m) * r.price_factor))
+            existing = session.exec(
+                select(ModelPrice).where(ModelPrice.model_id == m.id, ModelPrice.region_code == r.code)
+            ).all()
+            if not existing:
                 session.add(
                     ModelPrice(
                         model_id=m.id,
                         region_code=r.code,
                         input_per_1m_micros=micros(m.input_per_1m * r.price_factor),
                         output_per_1m_micros=micros(m.output_per_1m * r.price_factor),
+                        reserved_tps_month_micros=reserved,
                         effective_from=SEED_EFFECTIVE_FROM,
                     )
                 )
                 added += 1
+            for price in existing:  # rows from before reserved capacity had a price
+                if price.reserved_tps_month_micros == 0:
+                    price.reserved_tps_month_micros = reserved
+                    session.add(price)
     session.flush()
     return SeedResult(regions=len(REGIONS), models=len(MODELS), prices_added=added)
 

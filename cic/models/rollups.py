@@ -1,0 +1,78 @@
+"""Usage roll-ups: what the dashboard, budgets and billing read instead of raw usage records.
+
+One row per (hour or day) × org × environment × key × model × region, with sums and mergeable latency
+histograms (``cic.billing.histogram``), so any slice over any range is a sum of rows and its
+percentiles come from merged histograms — never a scan of the raw records.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Date, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from cic.models.base import ID_LEN, BigIntPK
+from cic.models.types import UTCDateTime, utcnow
+
+DIMENSIONS = ("org_id", "environment_id", "api_key_id", "model_id", "region_code")
+
+
+class RollupMeasures(SQLModel):
+    requests: int = Field(default=0, sa_type=BigInteger)
+    errors: int = Field(default=0, sa_type=BigInteger)
+    prompt_tokens: int = Field(default=0, sa_type=BigInteger)
+    completion_tokens: int = Field(default=0, sa_type=BigInteger)
+    cached_tokens: int = Field(default=0, sa_type=BigInteger)
+    cost_picousd: int = Field(default=0, sa_type=BigInteger)
+    latency_ms_sum: int = Field(default=0, sa_type=BigInteger)
+    ttft_count: int = Field(default=0, sa_type=BigInteger)
+    ttft_ms_sum: int = Field(default=0, sa_type=BigInteger)
+    latency_hist: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    ttft_hist: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class RollupKeys(SQLModel):
+    org_id: str = Field(max_length=ID_LEN)
+    environment_id: str = Field(max_length=ID_LEN)
+    api_key_id: str = Field(max_length=ID_LEN)
+    model_id: str = Field(max_length=64)
+    region_code: str = Field(default="", max_length=32)
+
+
+class UsageHourly(RollupKeys, RollupMeasures, table=True):
+    __tablename__ = "usage_hourly"
+    __table_args__ = (
+        UniqueConstraint("hour", *DIMENSIONS),
+        Index("ix_usage_hourly_org_id_hour", "org_id", "hour"),
+        Index("ix_usage_hourly_updated_at", "updated_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    hour: datetime = Field(sa_type=UTCDateTime, description="start of the UTC hour")
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class UsageDaily(RollupKeys, RollupMeasures, table=True):
+    __tablename__ = "usage_daily"
+    __table_args__ = (
+        UniqueConstraint("day", *DIMENSIONS),
+        Index("ix_usage_daily_org_id_day", "org_id", "day"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    day: date = Field(sa_type=Date, description="UTC day")
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RollupCursor(SQLModel, table=True):
+    """How far a consumer has read a stream (usage records by ``ingested_at``, hourly rows by
+    ``updated_at``). Readers re-read a margin behind the cursor, so a row committed late is never missed;
+    what they compute from it is idempotent."""
+
+    __tablename__ = "rollup_cursors"
+
+    name: str = Field(primary_key=True, max_length=64)
+    position: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
