@@ -1,1 +1,1 @@
-"""The Reflex dashboard. Lands with the dashboard issue."""
+"""The self-serve dashboard (Reflex): a client of the management REST API (``/api/v1``)."""

@@ -1,0 +1,1 @@
+"""Small stateless building blocks of the dashboard's pages."""

@@ -1,0 +1,1 @@
+"""Typed state classes of the dashboard; each event handler calls the management API (``web.api``)."""
