@@ -97,6 +97,22 @@ class Settings(BaseSettings):
         default=True, description="serve the API from the dashboard's process (all-in-one); false when separate"
     )
     dashboard_api_timeout_s: float = Field(default=15.0, gt=0, description="dashboard -> API call timeout")
+    # Sign-in with Google / Microsoft (OpenID Connect). A provider is enabled when its client id and
+    # secret are both set; its discovery document and keys are fetched at run time and cached.
+    oauth_google_client_id: str | None = None
+    oauth_google_client_secret: SecretStr | None = None
+    oauth_google_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
+    oauth_microsoft_client_id: str | None = None
+    oauth_microsoft_client_secret: SecretStr | None = None
+    oauth_microsoft_tenant: str = Field(
+        default="common", description="common, organizations, consumers, or a tenant id / domain"
+    )
+    oauth_microsoft_discovery_url: str | None = Field(
+        default=None, description="default: login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"
+    )
+    oauth_state_ttl_s: int = Field(default=600, ge=60, le=3600, description="how long a sign-in may take")
+    oauth_http_timeout_s: float = Field(default=10.0, gt=0, description="calls to the identity providers")
+    invitation_ttl_days: int = Field(default=7, ge=1, le=30, description="how long an invitation link is valid")
     log_level: str = "INFO"
     log_json: bool = True
     sql_echo: bool = False

@@ -15,6 +15,8 @@ from cic.models.billing import (
 )
 from cic.models.catalog import CatalogModel, ModelKind, ModelPrice, Region
 from cic.models.environments import Environment, EnvironmentModel
+from cic.models.identity import OAuthIdentity, OAuthState
+from cic.models.invitations import Invitation
 from cic.models.jobs import JobRun, JobRunStatus
 from cic.models.keys import ApiKey
 from cic.models.nodes import Deployment, Launch, Node, NodeStatus, NodeToken
@@ -36,6 +38,7 @@ __all__ = [
     "Deployment",
     "Environment",
     "EnvironmentModel",
+    "Invitation",
     "JobRun",
     "JobRunStatus",
     "Launch",
@@ -45,6 +48,8 @@ __all__ = [
     "Node",
     "NodeStatus",
     "NodeToken",
+    "OAuthIdentity",
+    "OAuthState",
     "Org",
     "Plan",
     "Region",
