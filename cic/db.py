@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+    # What PostgreSQL has built in and the roll-ups use (SQLite has them only in some builds).
+    dbapi_conn.create_function("ln", 1, _ln, deterministic=True)
+    dbapi_conn.create_function("floor", 1, _floor, deterministic=True)
+
+
+def _ln(x: float | None) -> float | None:
+    return None if x is None or x <= 0 else math.log(x)
+
+
+def _floor(x: float | None) -> int | None:
+    return None if x is None else math.floor(x)
 
 
 @contextmanager

@@ -77,6 +77,21 @@ class Settings(BaseSettings):
     global_max_concurrency: int | None = Field(default=None, ge=1, description="whole-platform requests in flight")
     upstream_connect_timeout_s: float = Field(default=3.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
+    # Billing. Metering, roll-ups, the ledger and statements always run; Stripe only when enabled.
+    billing_enabled: bool = Field(default=False, description="send usage to Stripe and take payments")
+    stripe_secret_key: SecretStr | None = Field(default=None, description="sk_live_… / sk_test_… (or rk_…)")
+    stripe_webhook_secret: SecretStr | None = Field(default=None, description="whsec_… of the webhook endpoint")
+    stripe_api_base: str | None = Field(default=None, description="another Stripe API address (tests)")
+    billing_currency: str = "usd"
+    billing_settle_s: float = Field(default=300, ge=0, description="how long after an hour ends it is priced")
+    billing_close_after_h: float = Field(default=24, ge=0, description="a month's statement closes this long after")
+    billing_grace_days: float = Field(
+        default=7, ge=0, description="after a failed payment, how long keys keep working before insufficient_quota"
+    )
+    signup_credit_usd: float = Field(default=10.0, ge=0, description="credit given with an owner's first org")
+    signup_credit_days: int = Field(default=365, ge=1, description="how long the sign-up credit lasts")
+    spike_factor: float = Field(default=10.0, gt=1, description="a day costing this × the daily average alerts")
+    spike_min_usd: float = Field(default=1.0, ge=0, description="days cheaper than this never count as a spike")
     smtp_host: str | None = Field(default=None, description="mail server for alerts and invitations; unset = log")
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_user: str | None = None
@@ -151,6 +166,11 @@ class Settings(BaseSettings):
                 )
             if len(self.secret_key.get_secret_value()) < 32 or len(self.key_pepper.get_secret_value()) < 32:
                 raise ValueError("CIC_SECRET_KEY and CIC_KEY_PEPPER must be at least 32 characters")
+        if self.billing_enabled and (self.stripe_secret_key is None or self.stripe_webhook_secret is None):
+            raise ValueError(
+                "CIC_BILLING_ENABLED=true needs CIC_STRIPE_SECRET_KEY and CIC_STRIPE_WEBHOOK_SECRET "
+                "(or set CIC_BILLING_ENABLED=false to meter without charging)"
+            )
         return self
 
     @property

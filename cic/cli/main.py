@@ -14,11 +14,13 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import redis
 import typer
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from agent.cli import agent_command, node_app
 from cic import events, migrations
+from cic.billing import rollup
 from cic.db import make_engine, session_scope
 from cic.errors import CICError
 from cic.fleet.launcher import DEFAULT_VLLM_VERSION
@@ -520,8 +522,14 @@ def usage_show(
     since: Annotated[str | None, typer.Option(help="YYYY-MM-DD or ISO timestamp, UTC (default: 30 days ago)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Per-model totals: requests, prompt and completion tokens, cost (USD)."""
+    """Per-model totals: requests, prompt and completion tokens, cost (USD).
+
+    Read from the roll-ups, which are brought up to date first (the same incremental roll-up the
+    ``usage-rollup`` job runs every minute)."""
     with _db() as (session, _):
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        rollup.run(engine)
         rep = usage.report(session, SYSTEM, org, since=_parse_since(since), env_ref=env, group_by=["model"])
     if as_json:
         _emit(
@@ -529,6 +537,7 @@ def usage_show(
                 "org_id": rep.org_id,
                 "since": rep.since.isoformat(),
                 "until": rep.until.isoformat(),
+                "as_of": rep.as_of.isoformat() if rep.as_of else None,
                 "models": [
                     {
                         "model": r.model,

@@ -64,8 +64,13 @@ class UsageRow(SQLModel):
     completion_tokens: int
     cached_tokens: int
     errors: int
+    error_rate: float = Field(default=0.0, description="errors / requests")
     cost: float = Field(description="USD")
     cost_usd: str = Field(description="USD, exact decimal")
+    latency_p50_ms: int | None = None
+    latency_p95_ms: int | None = None
+    ttft_p50_ms: int | None = Field(default=None, description="time to first token (streams)")
+    ttft_p95_ms: int | None = None
 
 
 class UsageReport(SQLModel):
@@ -75,3 +80,6 @@ class UsageReport(SQLModel):
     group_by: list[str]
     rows: list[UsageRow]
     totals: UsageRow
+    as_of: datetime | None = Field(
+        default=None, description="usage ingested up to this instant is included (the roll-ups' freshness)"
+    )

@@ -1,38 +1,113 @@
-"""Usage queries: totals per day / model / environment over an org's usage records."""
+"""Usage queries, answered from the hourly and daily roll-ups — never from the raw usage records.
+
+A range is read at hourly resolution (``since`` is rounded down and ``until`` up to the hour): whole
+UTC days from ``usage_daily``, the partial days at either end from ``usage_hourly``. Latency and TTFT
+percentiles come from the merged histograms of the rows read.
+"""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, case, cast, func
 from sqlmodel import Session, col, select
 
-from cic.models import Environment, UsageRecord
+from cic.billing import histogram, rollup
+from cic.billing.pricing import usd
+from cic.models import Environment, UsageDaily, UsageHourly
 from cic.models.types import utcnow
 from cic.models.usage import UsageReport, UsageRow
 from cic.services.authz import Actor, authorize_org
 from cic.services.environments import find_env
 
 GroupBy = Literal["day", "model", "environment"]
-PICO = Decimal(10) ** 12
+DAY = timedelta(days=1)
 
 
-def picousd_to_usd(pico: int) -> Decimal:
-    return (Decimal(pico) / PICO).quantize(Decimal("0.000000000001"))
+@dataclass
+class _Acc:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_picousd: int = 0
+    latency: histogram.Histogram = field(default_factory=dict)
+    ttft: histogram.Histogram = field(default_factory=dict)
+
+    def add(self, r: UsageHourly | UsageDaily) -> None:
+        self.requests += r.requests
+        self.errors += r.errors
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.cached_tokens += r.cached_tokens
+        self.cost_picousd += r.cost_picousd
+        self.latency = histogram.merge((self.latency, r.latency_hist))
+        self.ttft = histogram.merge((self.ttft, r.ttft_hist))
+
+    def merge(self, other: _Acc) -> None:
+        for f in ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_picousd"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        self.latency = histogram.merge((self.latency, other.latency))
+        self.ttft = histogram.merge((self.ttft, other.ttft))
+
+    def row(self, **labels: Any) -> UsageRow:
+        cost = usd(self.cost_picousd)
+        return UsageRow(
+            **labels,
+            requests=self.requests,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cached_tokens=self.cached_tokens,
+            errors=self.errors,
+            error_rate=round(self.errors / self.requests, 6) if self.requests else 0.0,
+            cost=float(cost),
+            cost_usd=format(cost, "f"),
+            latency_p50_ms=histogram.percentile(self.latency, 0.5),
+            latency_p95_ms=histogram.percentile(self.latency, 0.95),
+            ttft_p50_ms=histogram.percentile(self.ttft, 0.5),
+            ttft_p95_ms=histogram.percentile(self.ttft, 0.95),
+        )
 
 
-def _row(values: dict[str, Any]) -> UsageRow:
-    cost = picousd_to_usd(int(values.pop("cost_picousd") or 0))
-    day = values.get("day")
-    if isinstance(day, str):  # SQLite hands dates back as text
-        values["day"] = date.fromisoformat(day)
-    elif isinstance(day, datetime):
-        values["day"] = day.date()
-    for k in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "errors"):
-        values[k] = int(values.get(k) or 0)
-    return UsageRow(**values, cost=float(cost), cost_usd=format(cost, "f"))
+def _floor_day(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(t: datetime) -> datetime:
+    f = rollup.floor_hour(t)
+    return f if f == t else f + rollup.HOUR
+
+
+def rollup_rows(
+    session: Session, org_id: str, since: datetime, until: datetime, env_id: str | None = None
+) -> Iterable[tuple[date, UsageHourly | UsageDaily]]:
+    """(day, roll-up row) pairs covering [since, until) at hourly resolution, whole days from the daily
+    table and the rest from the hourly one."""
+    lo, hi = rollup.floor_hour(since.astimezone(UTC)), _ceil_hour(until.astimezone(UTC))
+    d0 = _floor_day(lo) if _floor_day(lo) == lo else _floor_day(lo) + DAY
+    d1 = _floor_day(hi)
+    hourly_spans = [(lo, hi)] if d0 >= d1 else [(lo, d0), (d1, hi)]
+    for a, b in hourly_spans:
+        if a >= b:
+            continue
+        q = select(UsageHourly).where(
+            UsageHourly.org_id == org_id, col(UsageHourly.hour) >= a, col(UsageHourly.hour) < b
+        )
+        if env_id:
+            q = q.where(UsageHourly.environment_id == env_id)
+        for h in session.exec(q):
+            yield h.hour.date(), h
+    if d0 < d1:
+        dq = select(UsageDaily).where(
+            UsageDaily.org_id == org_id, col(UsageDaily.day) >= d0.date(), col(UsageDaily.day) < d1.date()
+        )
+        if env_id:
+            dq = dq.where(UsageDaily.environment_id == env_id)
+        for d in session.exec(dq):
+            yield d.day, d
 
 
 def report(
@@ -49,52 +124,33 @@ def report(
     until = until or utcnow()
     since = since or (until - timedelta(days=30))
     group_by = list(dict.fromkeys(group_by or ["day"]))
-
-    keys: list[Any] = []
-    labels: dict[str, Any] = {}
-    if "day" in group_by:
-        created = col(UsageRecord.created_at)
-        sqlite = session.get_bind().dialect.name == "sqlite"
-        labels["day"] = (func.date(created) if sqlite else cast(created, Date)).label("day")
-    if "model" in group_by:
-        labels["model"] = col(UsageRecord.model_id).label("model")
-    if "environment" in group_by:
-        labels["environment"] = col(Environment.name).label("environment")
-    keys = [labels[g] for g in group_by]
-
-    measures = [
-        func.count().label("requests"),
-        func.coalesce(func.sum(UsageRecord.prompt_tokens), 0).label("prompt_tokens"),
-        func.coalesce(func.sum(UsageRecord.completion_tokens), 0).label("completion_tokens"),
-        func.coalesce(func.sum(UsageRecord.cached_tokens), 0).label("cached_tokens"),
-        func.coalesce(func.sum(case((col(UsageRecord.status) != "ok", 1), else_=0)), 0).label("errors"),
-        func.coalesce(func.sum(UsageRecord.cost_picousd), 0).label("cost_picousd"),
-    ]
-    q = (
-        select(*keys, *measures)
-        .select_from(UsageRecord)
-        .join(Environment, col(Environment.id) == col(UsageRecord.environment_id))
-        .where(
-            UsageRecord.org_id == org.id,
-            col(UsageRecord.created_at) >= since,
-            col(UsageRecord.created_at) < until,
-        )
-    )
+    env_id = None
     if env_ref:
         # A deleted environment's usage stays queryable by id.
         env_id = env_ref if env_ref.startswith("env_") else find_env(session, org, env_ref).id
-        q = q.where(UsageRecord.environment_id == env_id)
-    if keys:
-        q = q.group_by(*keys).order_by(*keys)
-    rows = [_row(dict(r._mapping)) for r in session.exec(q)]
-    totals = _row(
-        {
-            "requests": sum(r.requests for r in rows),
-            "prompt_tokens": sum(r.prompt_tokens for r in rows),
-            "completion_tokens": sum(r.completion_tokens for r in rows),
-            "cached_tokens": sum(r.cached_tokens for r in rows),
-            "errors": sum(r.errors for r in rows),
-            "cost_picousd": sum(int(Decimal(r.cost_usd) * PICO) for r in rows),
-        }
+    names = dict(session.exec(select(Environment.id, Environment.name).where(Environment.org_id == org.id)).all())
+
+    groups: dict[tuple[Any, ...], _Acc] = {}
+    for day, r in rollup_rows(session, org.id, since, until, env_id):
+        key = tuple(
+            day if g == "day" else r.model_id if g == "model" else names.get(r.environment_id, r.environment_id)
+            for g in group_by
+        )
+        groups.setdefault(key, _Acc()).add(r)
+    rows = [groups[k].row(**dict(zip(group_by, k, strict=True))) for k in sorted(groups, key=_sort_key)]
+    total = _Acc()
+    for acc in groups.values():
+        total.merge(acc)
+    return UsageReport(
+        org_id=org.id,
+        since=since,
+        until=until,
+        group_by=list(group_by),
+        rows=rows,
+        totals=total.row(),
+        as_of=rollup.cursor_position(session),
     )
-    return UsageReport(org_id=org.id, since=since, until=until, group_by=list(group_by), rows=rows, totals=totals)
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(str(k) for k in key)

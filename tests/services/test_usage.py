@@ -1,8 +1,10 @@
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from cic.billing import rollup
 from cic.errors import NotFound
 from cic.models import UsageRecord
 from cic.services import usage
@@ -29,7 +31,7 @@ def _rec(
     )
 
 
-def test_report_groups_and_totals(session: Session) -> None:
+def test_report_groups_and_totals(session: Session, engine: Engine) -> None:
     owner = make_user(session)
     org = make_org(session, owner)
     prod = make_env(session, owner, org, "prod", models=["llama-3-8b", "mistral-7b"])
@@ -47,6 +49,9 @@ def test_report_groups_and_totals(session: Session) -> None:
     session.commit()
     a = Actor.user(owner.id)
     since, until = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+    # Reports read the roll-ups only: nothing shows until the roll-up has run.
+    assert usage.report(session, a, org.slug, since=since, until=until).totals.requests == 0
+    rollup.run(engine)
 
     by_model = usage.report(session, a, org.slug, since=since, until=until, group_by=["model"])
     rows = {r.model: r for r in by_model.rows}
@@ -69,8 +74,17 @@ def test_report_groups_and_totals(session: Session) -> None:
     only_dev = usage.report(session, a, org.slug, since=since, until=until, env_ref="dev", group_by=["model"])
     assert only_dev.totals.requests == 1
 
-    later = usage.report(session, a, org.slug, since=d2 - timedelta(seconds=1), until=until, group_by=["model"])
+    # Hourly resolution: a bound inside an hour takes in the whole hour.
+    later = usage.report(session, a, org.slug, since=d2 - timedelta(minutes=30), until=until, group_by=["model"])
+    assert later.totals.requests == 4
+    later = usage.report(session, a, org.slug, since=d2, until=until, group_by=["model"])
     assert later.totals.requests == 3
+    # A range of whole days (daily roll-ups) and one cut inside days (hourly at the ends) agree.
+    whole = usage.report(session, a, org.slug, since=since, until=until, group_by=["model"])
+    cut = usage.report(
+        session, a, org.slug, since=since + timedelta(hours=5), until=until - timedelta(hours=5), group_by=["model"]
+    )
+    assert whole.totals == cut.totals
 
 
 def test_report_refuses_other_orgs(session: Session) -> None:
