@@ -85,14 +85,7 @@ class UsageMeter:
         await self.flush()
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        if self._engine.dialect.name == "postgresql":
-            stmt: Any = postgresql.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
-        else:
-            stmt = sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
-        with self._engine.begin() as conn:
-            conn.execute(stmt, rows)
+        insert_usage(self._engine, rows)
 
     # --- spool ---------------------------------------------------------------------------------
 
@@ -106,30 +99,92 @@ class UsageMeter:
             os.fsync(f.fileno())
 
     async def replay_spool(self) -> int:
-        """Insert every spooled record; a file is removed only once all of it is in the database."""
-        if not self._spool_dir.is_dir():
-            return 0
-        _reclaim_orphans(self._spool_dir)
-        total = 0
-        for path in sorted(self._spool_dir.glob("usage-*.jsonl")):
-            claimed = path.with_suffix(f".replaying-{os.getpid()}")
-            try:
-                path.rename(claimed)  # one worker replays a file; others skip it
-            except OSError:
-                continue
-            try:
-                rows = [_decode(orjson.loads(line)) for line in claimed.read_bytes().splitlines() if line.strip()]
-                for i in range(0, len(rows), BATCH_MAX):
-                    await asyncio.to_thread(self._insert, rows[i : i + BATCH_MAX])
-            except SQLAlchemyError as exc:
-                log.warning("spool replay of %s failed, will retry: %s", path.name, exc)
-                claimed.rename(path.with_name(f"usage-{os.getpid()}-{time.time_ns()}.jsonl"))
-                return total
-            claimed.unlink()
-            total += len(rows)
-            self.replayed += len(rows)
-            log.info("replayed %d spooled usage records from %s", len(rows), path.name)
+        """Replay this process's spool files and those of processes that are gone (``replay_spool``)."""
+        async with self._lock:  # not while this process is appending to its own file
+            total = await asyncio.to_thread(replay_spool, self._engine, self._spool_dir, include_own=True)
+        self.replayed += total
         return total
+
+
+def insert_usage(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """Insert usage records; a request id already there is skipped (replays are harmless)."""
+    if not rows:
+        return
+    if engine.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+    else:
+        stmt = sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+    with engine.begin() as conn:
+        conn.execute(stmt, rows)
+
+
+def replay_spool(engine: Engine, spool_dir: Path, *, include_own: bool) -> int:
+    """Insert spooled records; a file is removed only once all of it is in the database.
+
+    A file is claimed by renaming it (one replayer per file). A live process's own spool file
+    (``usage-<pid>.jsonl``, still appended to) is left to that process; ``include_own`` says whether
+    this process's is replayed here. Used by the API's meters and by the ``spool-replay`` job.
+    """
+    if not spool_dir.is_dir():
+        return 0
+    _reclaim_orphans(spool_dir)
+    total = 0
+    me = os.getpid()
+    for path in sorted(spool_dir.glob("usage-*.jsonl")):
+        writer = _writer_pid(path)
+        if writer is not None and (writer != me or not include_own) and _alive(writer):
+            continue
+        claimed = path.with_suffix(f".replaying-{me}")
+        try:
+            path.rename(claimed)  # one replayer per file; others skip it
+        except OSError:
+            continue
+        try:
+            rows = _read_spool(claimed)
+            for i in range(0, len(rows), BATCH_MAX):
+                insert_usage(engine, rows[i : i + BATCH_MAX])
+        except SQLAlchemyError as exc:
+            log.warning("spool replay of %s failed, will retry: %s", path.name, exc)
+            claimed.rename(path.with_name(f"usage-{me}-{time.time_ns()}.jsonl"))
+            return total
+        claimed.unlink()
+        total += len(rows)
+        log.info("replayed %d spooled usage records from %s", len(rows), path.name)
+    return total
+
+
+def _read_spool(path: Path) -> list[dict[str, Any]]:
+    """The records of a spool file; a line that does not parse (a write torn by a crash) is set aside
+    in ``<file>.corrupt`` for inspection rather than blocking the rest."""
+    rows, bad = [], []
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(_decode(orjson.loads(line)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            bad.append(line)
+    if bad:
+        corrupt = path.with_name(f"{path.stem}-{time.time_ns()}.corrupt")
+        corrupt.write_bytes(b"\n".join(bad) + b"\n")
+        log.error("%d unreadable lines of spool file %s set aside in %s", len(bad), path.name, corrupt.name)
+    return rows
+
+
+def _writer_pid(path: Path) -> int | None:
+    """The pid that appends to ``usage-<pid>.jsonl``; None for files nobody appends to (re-queued, orphans)."""
+    middle = path.name[len("usage-") : -len(".jsonl")]
+    return int(middle) if middle.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _reclaim_orphans(spool_dir: Path) -> None:
