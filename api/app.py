@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
             )
         app.state.nonces = nodeauth.RedisNonces(sync_redis) if sync_redis is not None else nodeauth.MemoryNonces()
         await data_plane.start()
-        sweep = asyncio.create_task(sweeper.run(app.state.engine, settings, app.state.redis), name="health sweep")
+        sweep = asyncio.create_task(sweeper.run(app.state.engine, settings), name="health sweep")
         log.info(
             "api started",
             extra={

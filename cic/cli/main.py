@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from agent.cli import agent_command, node_app
 from cic import events, migrations
 from cic.billing import rollup
+from cic.cli.jobs import jobs_app
 from cic.db import make_engine, session_scope
 from cic.errors import CICError
 from cic.fleet.launcher import DEFAULT_VLLM_VERSION
@@ -63,6 +64,7 @@ for sub, name in (
     (usage_app, "usage"),
     (nodes_app, "nodes"),
     (fleet_app, "fleet"),
+    (jobs_app, "jobs"),
 ):
     app.add_typer(sub, name=name)
 
