@@ -23,9 +23,23 @@ import cic
 from api import errors, sweeper
 from api.gateway.app import Receive, Scope, Send
 from api.gateway.service import DataPlane
-from api.routes import admin, auth, catalog, docs, environments, health, keys, members, nodes_internal, orgs, usage
+from api.routes import (
+    admin,
+    auth,
+    catalog,
+    docs,
+    environments,
+    health,
+    keys,
+    members,
+    nodes_internal,
+    oauth,
+    orgs,
+    usage,
+)
 from cic import events, logs, nodeauth
 from cic.db import make_engine
+from cic.oidc import OidcClients
 from cic.services.orgs import RESERVED_SLUGS
 from cic.settings import Settings, get_settings
 
@@ -34,7 +48,7 @@ log = logging.getLogger("cic.api")
 
 def management_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    for module in (auth, orgs, members, environments, keys, catalog, usage, admin):
+    for module in (auth, oauth, orgs, members, environments, keys, catalog, usage, admin):
         router.include_router(module.router)
     return router
 
@@ -92,6 +106,8 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
                 "Run a single API process, or set CIC_REDIS_URL for several workers or instances."
             )
         app.state.nonces = nodeauth.RedisNonces(sync_redis) if sync_redis is not None else nodeauth.MemoryNonces()
+        # Sign-in providers: their discovery documents and keys, fetched on first use and cached.
+        app.state.oidc = OidcClients(settings)
         await data_plane.start()
         sweep = asyncio.create_task(sweeper.run(app.state.engine, settings), name="health sweep")
         log.info(

@@ -24,8 +24,13 @@ from cic import migrations
 from cic.db import make_engine, session_scope
 from cic.services import catalog
 from cic.settings import Settings
+from tests.fakes.oidc_provider import OidcProvider
+from tests.fakes.smtp import SmtpServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# Fixture plugins: `stripe_fake` (a local Stripe the real SDK talks to, tests/fakes/stripe_server.py).
+pytest_plugins = ["tests.fakes.stripe_server"]
 
 PG_ADMIN_URL = os.environ.get("CIC_TEST_PG_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CIC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -110,3 +115,18 @@ def pepper(settings: Settings) -> str:
 def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A local SMTP server collecting every message (see ``tests/fakes/smtp.py``)."""
+    with SmtpServer().running() as server:
+        yield server
+
+
+@pytest.fixture
+def oidc_provider() -> Iterator[OidcProvider]:
+    """A local OpenID provider on loopback, signing in ``oidc_provider.user`` without a login page
+    (see ``tests/fakes/oidc_provider.py``)."""
+    with OidcProvider().running() as provider:
+        yield provider

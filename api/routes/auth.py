@@ -4,9 +4,10 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel
 
 from api.deps import CurrentUser, SessionDep, SessionTokenDep, SettingsDep
+from cic.errors import AuthenticationError
 from cic.models.orgs import OrgPublic
 from cic.models.users import SessionToken, UserCreate, UserLogin, UserPublic
-from cic.services import orgs, users
+from cic.services import oauth, orgs, users
 from cic.services.authz import Actor
 from cic.views import org_public, user_public
 
@@ -37,7 +38,12 @@ def signup(body: UserCreate, request: Request, session: SessionDep, settings: Se
 
 @router.post("/login", response_model=SessionToken)
 def login(body: UserLogin, request: Request, session: SessionDep, settings: SettingsDep) -> SessionToken:
-    user = users.authenticate(session, body.email, body.password)
+    try:
+        user = users.authenticate(session, body.email, body.password)
+    except AuthenticationError:
+        # An account made through Google / Microsoft has no password: say which button to use.
+        oauth.refuse_password_login(session, body.email)
+        raise
     return _issue(request, session, settings, user.id)
 
 
