@@ -6,9 +6,30 @@ import reflex as rx
 
 from cic.settings import get_settings
 from web import mount
-from web.pages import auth_callback, login, signup
+from web.pages import (
+    admin,
+    auth_callback,
+    billing,
+    environments,
+    invite,
+    keys,
+    login,
+    members,
+    onboarding,
+    quickstart,
+    signup,
+    usage,
+)
+from web.state.admin import AdminState
 from web.state.auth import CallbackState, LoginState, SignupState
+from web.state.billing import BillingState
+from web.state.environments import EnvironmentsState
+from web.state.invite import InviteState
+from web.state.keys import KeysState
+from web.state.members import MembersState, OnboardingState
+from web.state.quickstart import QuickstartState
 from web.state.session import SessionState
+from web.state.usage import UsageState
 
 TITLE = "CrossLogic"
 
@@ -42,3 +63,15 @@ app.add_page(_index, route="/", title=TITLE, on_load=SessionState.go_home)
 app.add_page(login.page, route="/login", title=f"Log in · {TITLE}", on_load=LoginState.load)
 app.add_page(signup.page, route="/signup", title=f"Sign up · {TITLE}", on_load=SignupState.load)
 app.add_page(auth_callback.page, route="/auth/callback", title=f"Signing in · {TITLE}", on_load=CallbackState.load)
+app.add_page(onboarding.page, route="/onboarding", title=f"Welcome · {TITLE}", on_load=OnboardingState.load)
+app.add_page(invite.page, route="/invite/[invite]", title=f"Invitation · {TITLE}", on_load=InviteState.load)
+app.add_page(admin.page, route="/admin", title=f"Operator · {TITLE}", on_load=AdminState.load)
+for module, slug, label, state in (
+    (environments, "environments", "Environments", EnvironmentsState),
+    (keys, "keys", "API keys", KeysState),
+    (quickstart, "quickstart", "Quick start", QuickstartState),
+    (usage, "usage", "Usage", UsageState),
+    (billing, "billing", "Billing", BillingState),
+    (members, "members", "Members", MembersState),
+):
+    app.add_page(module.page, route=f"/orgs/[org]/{slug}", title=f"{label} · {TITLE}", on_load=state.load)
