@@ -17,6 +17,7 @@ workers (or fails open / closed, as configured), counts it, and returns to Redis
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.gateway import metrics
+from api.gateway.resp import LuaScript, RespClient, encode_args
 from cic.limits import Limits
 
 log = logging.getLogger("cic.ratelimit")
@@ -37,6 +39,7 @@ MIN_MS = 60_000
 DAY_MS = 86_400_000
 LEASE_TTL_MS = 60_000
 SETTLE_BATCH_S = 0.005
+ENCODED_LAYERS_MAX = 10_000  # layers whose script arguments are kept encoded (a worker's recent tenants)
 _SCRIPT = (Path(__file__).with_name("ratelimit.lua")).read_text()
 
 Kind = Literal["requests", "tokens", "tokens_per_day", "concurrency", "budget"]
@@ -85,14 +88,14 @@ class Admission:
         out: list[tuple[bytes, bytes]] = []
         if self.limit_requests >= 0:
             out += [
-                (b"x-ratelimit-limit-requests", str(self.limit_requests).encode()),
-                (b"x-ratelimit-remaining-requests", str(max(0, self.remaining_requests)).encode()),
+                (b"x-ratelimit-limit-requests", b"%d" % self.limit_requests),
+                (b"x-ratelimit-remaining-requests", b"%d" % max(0, self.remaining_requests)),
                 (b"x-ratelimit-reset-requests", duration(self.reset_requests_ms).encode()),
             ]
         if self.limit_tokens >= 0:
             out += [
-                (b"x-ratelimit-limit-tokens", str(self.limit_tokens).encode()),
-                (b"x-ratelimit-remaining-tokens", str(max(0, self.remaining_tokens)).encode()),
+                (b"x-ratelimit-limit-tokens", b"%d" % self.limit_tokens),
+                (b"x-ratelimit-remaining-tokens", b"%d" % max(0, self.remaining_tokens)),
                 (b"x-ratelimit-reset-tokens", duration(self.reset_tokens_ms).encode()),
             ]
         return out
@@ -126,22 +129,39 @@ class Limiter(Protocol):
     async def close(self) -> None: ...
 
 
-def _args(layer: Layer) -> list[str | int]:
+def _encode_layer(layer: Layer) -> tuple[bytes, bytes]:
+    """A layer's arguments to the admission script and to the settlement script, RESP-encoded."""
     lim = layer.limits
     budget = (lim.monthly_budget_cents or 0) * PICO_PER_CENT
-    return [layer.prefix, lim.rpm or 0, lim.tpm or 0, lim.tpd or 0, lim.max_concurrency or 0, budget]
+    prefix = layer.prefix
+    admit = encode_args([prefix, lim.rpm or 0, lim.tpm or 0, lim.tpd or 0, lim.max_concurrency or 0, budget])
+    settle = encode_args(
+        [
+            prefix,
+            int(bool(lim.tpm)),
+            int(bool(lim.tpd)),
+            int(bool(lim.max_concurrency)),
+            int(bool(lim.monthly_budget_cents)),
+        ]
+    )
+    return admit, settle
 
 
 def month_of(now_ms: int) -> str:
     """The calendar month (UTC) a spend counter belongs to, e.g. ``202611``."""
-    return datetime.fromtimestamp(now_ms / 1000, UTC).strftime("%Y%m")
+    return _month_of_day(now_ms // DAY_MS)
+
+
+@functools.lru_cache(maxsize=64)
+def _month_of_day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y%m")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _result(raw: list[object], layers: tuple[Layer, ...], cost: int, lease: str, now: int) -> Admission:
+def _result(raw: list[object], layers: tuple[Layer, ...], cost: int, lease: str, now: int, month: str) -> Admission:
     vals = [v.decode() if isinstance(v, bytes) else v for v in raw]
     adm = Admission(
         allowed=vals[0] == 1,
@@ -150,7 +170,7 @@ def _result(raw: list[object], layers: tuple[Layer, ...], cost: int, lease: str,
         window=now // MIN_MS,
         day=now // DAY_MS,
         layers=layers,
-        month=month_of(now),
+        month=month,
     )
     if adm.allowed:
         (
@@ -201,51 +221,60 @@ return 1
 
 
 class RedisLimiter:
-    def __init__(self, client: aioredis.Redis, *, lease_ttl_ms: int = LEASE_TTL_MS) -> None:
+    """The limits in Redis, shared by every worker and instance: one script run per admission.
+
+    The scripts go over ``RespClient`` (one pipelined connection per worker, see ``api/gateway/resp.py``),
+    not redis-py, whose per-command CPU cost was most of the admission's; given a redis-py client, the
+    limiter opens its own connection to the same server and database. Each layer's script arguments are
+    encoded once and kept (bounded) while its limits stay the same.
+    """
+
+    def __init__(self, client: aioredis.Redis | RespClient, *, lease_ttl_ms: int = LEASE_TTL_MS) -> None:
         self.lease_ttl_ms = lease_ttl_ms
-        self._admit = client.register_script(_SCRIPT)
-        self._settle = client.register_script(_SETTLE)
-        self._renew = client.register_script(_RENEW)
-        self._client = client
-        self._pending: list[list[str | int]] = []
+        self._conn = client if isinstance(client, RespClient) else RespClient.like(client)
+        self._admit = LuaScript(_SCRIPT)
+        self._settle = LuaScript(_SETTLE)
+        self._renew = LuaScript(_RENEW)
+        self._ttl_arg = encode_args([lease_ttl_ms])
+        self._encoded: dict[Layer, tuple[bytes, bytes]] = {}
+        self._pending: list[tuple[int, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
+
+    def _layer_args(self, layer: Layer) -> tuple[bytes, bytes]:
+        enc = self._encoded.get(layer)
+        if enc is None:
+            if len(self._encoded) >= ENCODED_LAYERS_MAX:
+                self._encoded.clear()
+            enc = self._encoded[layer] = _encode_layer(layer)
+        return enc
 
     async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
         now = now_ms if now_ms is not None else _now_ms()
-        argv: list[str | int] = [now, cost, lease_id, self.lease_ttl_ms, len(layers), month_of(now)]
+        month = month_of(now)
+        parts = [encode_args((now, cost, lease_id)), self._ttl_arg, encode_args((len(layers), month))]
         for layer in layers:
-            argv += _args(layer)
-        raw = await self._admit(args=argv)
-        return _result(raw, layers, cost, lease_id, now)
+            parts.append(self._layer_args(layer)[0])
+        raw = await self._admit.run(self._conn, 6 + 6 * len(layers), b"".join(parts))
+        return _result(raw, layers, cost, lease_id, now, month)
 
     async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0, *, wait: bool = True) -> None:
         """Give back unused tokens, count the spend, free the lease. ``wait=False`` (the gateway, after the
-        response is sent) batches settlements of requests that end together into one pipelined round trip."""
+        response is sent) batches settlements of requests that end together into one pipelined write."""
         if adm.settled:
             return
         adm.settled = True
-        argv: list[str | int] = [
-            adm.lease_id,
-            adm.window,
-            adm.day,
-            actual - adm.reserved,
-            len(adm.layers),
-            adm.month,
-            cost_picousd,
+        parts = [
+            encode_args(
+                (adm.lease_id, adm.window, adm.day, actual - adm.reserved, len(adm.layers), adm.month, cost_picousd)
+            )
         ]
         for layer in adm.layers:
-            lim = layer.limits
-            argv += [
-                layer.prefix,
-                int(bool(lim.tpm)),
-                int(bool(lim.tpd)),
-                int(bool(lim.max_concurrency)),
-                int(bool(lim.monthly_budget_cents)),
-            ]
+            parts.append(self._layer_args(layer)[1])
+        call = (7 + 5 * len(adm.layers), b"".join(parts))
         if wait:
-            await self._settle(args=argv)
+            await self._settle.run(self._conn, *call)
             return
-        self._pending.append(argv)
+        self._pending.append(call)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_soon())
 
@@ -256,23 +285,29 @@ class RedisLimiter:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:500], self._pending[500:]
-            pipe = self._client.pipeline(transaction=False)
-            for argv in batch:
-                await self._settle(args=argv, client=pipe)
             try:
-                await pipe.execute()
+                replies = await self._settle.run_many(self._conn, batch)
             except (RedisError, OSError) as exc:  # leases expire by themselves; tokens were reserved, not lost
                 log.warning("could not settle %d rate-limit reservations: %s", len(batch), exc)
+                continue
+            failed = [r for r in replies if isinstance(r, RedisError)]
+            if failed:
+                log.warning("could not settle %d rate-limit reservations: %s", len(failed), failed[0])
 
     async def close(self) -> None:
+        """Settle what is pending and close the connection (a later call opens a new one)."""
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
-        await self._flush()
+        try:
+            await self._flush()
+        finally:
+            await self._conn.aclose()
 
     async def renew(self, adm: Admission) -> None:
         keys = [f"{layer.prefix}:c" for layer in adm.layers if layer.limits.max_concurrency]
         if keys and not adm.settled:
-            await self._renew(args=[adm.lease_id, _now_ms() + self.lease_ttl_ms, len(keys), *keys])
+            argv = encode_args([adm.lease_id, _now_ms() + self.lease_ttl_ms, len(keys), *keys])
+            await self._renew.run(self._conn, 3 + len(keys), argv)
 
 
 class LocalLimiter:

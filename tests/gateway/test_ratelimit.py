@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 
-from api.gateway.ratelimit import Layer, LocalLimiter, RedisLimiter, duration
+from api.gateway.ratelimit import FailoverLimiter, Layer, LocalLimiter, RedisLimiter, duration
+from api.gateway.resp import RespClient
 from cic.limits import Limits
 from tests.conftest import REDIS_URL
+from tests.gateway.private_redis import PrivateRedis, needs_redis_server
 
 T0 = 1_795_000_000_000 - (1_795_000_000_000 % 60_000)  # a minute boundary, in ms
 
@@ -21,7 +25,9 @@ async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RedisLimiter 
         yield LocalLimiter()
         return
     client = aioredis.from_url(REDIS_URL)
-    yield RedisLimiter(client)
+    limiter = RedisLimiter(client)
+    yield limiter
+    await limiter.close()
     await client.aclose()
 
 
@@ -138,3 +144,73 @@ async def test_batched_settlement_lands() -> None:
     again = await limiter.admit(layers, 300, "after", T0 + 6)
     assert again.allowed and again.remaining_tokens == 1000 - 30 - 300
     await client.aclose()
+
+
+async def test_concurrent_admissions_exact_on_one_connection() -> None:
+    """Many requests of one worker at once share the limiter's pipelined connection: each gets its own
+    verdict, and exactly the limit is admitted."""
+    limiter = RedisLimiter(RespClient.from_url(REDIS_URL))
+    layers = _layers("pipelined", rpm=50, tpm=100_000, max_concurrency=1000)
+    adms = await asyncio.gather(*(limiter.admit(layers, 7, f"p{i}", T0 + i) for i in range(200)))
+    assert sum(a.allowed for a in adms) == 50
+    assert [a.lease_id for a in adms] == [f"p{i}" for i in range(200)]
+    allowed = [a for a in adms if a.allowed]
+    assert sorted(a.remaining_requests for a in allowed) == list(range(50))  # one reply per caller, none shared
+    await asyncio.gather(*(limiter.settle(a, 1) for a in allowed))
+    probe = await limiter.admit(layers[1:], 0, "probe", T0 + 300)
+    assert not probe.allowed and probe.kind == "requests"
+    tokens = await limiter.admit((Layer("key", layers[1].id, Limits(tpm=100_000)),), 0, "t", T0 + 301)
+    assert tokens.remaining_tokens == 100_000 - 50  # each settled to 1 token
+    await limiter.close()
+
+
+async def test_scripts_reloaded_after_script_flush() -> None:
+    limiter = RedisLimiter(RespClient.from_url(REDIS_URL))
+    admin = sync_redis.Redis.from_url(REDIS_URL)
+    layers = _layers("flush", tpm=1000, max_concurrency=2)
+    try:
+        first = await limiter.admit(layers, 300, "f1", T0 + 1)
+        assert first.allowed
+        admin.script_flush()  # as after a Redis restart or failover: EVALSHA answers NOSCRIPT
+        second = await limiter.admit(layers, 300, "f2", T0 + 2)
+        assert second.allowed and second.remaining_tokens == 1000 - 600
+        admin.script_flush()
+        await limiter.renew(second)
+        await limiter.settle(first, 100)
+        admin.script_flush()
+        await limiter.settle(second, 100, wait=False)
+        await limiter.close()
+        third = await limiter.admit(layers, 300, "f3", T0 + 3)
+        assert third.allowed and third.remaining_tokens == 1000 - 200 - 300
+    finally:
+        await limiter.close()
+        admin.close()
+
+
+@needs_redis_server
+async def test_failover_to_local_and_back_when_redis_restarts() -> None:
+    server = PrivateRedis()
+    server.start()
+    limiter = FailoverLimiter(RedisLimiter(RespClient.from_url(server.url)), workers=2, retry_after_s=0.05)
+    layers = _layers("restart", rpm=100)
+    try:
+        before = await limiter.admit(layers, 0, "r1")
+        assert before.allowed and not before.local
+        server.stop()
+        during = await limiter.admit(layers, 0, "r2")
+        assert during.allowed and during.local and limiter.degraded  # in-process limits meanwhile
+        await limiter.settle(during, 0)
+        server.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while True:
+            after = await limiter.admit(layers, 0, "r3")
+            if not after.local:
+                break
+            assert loop.time() < deadline, "never returned to Redis"
+            await asyncio.sleep(0.06)
+        assert after.allowed and after.remaining_requests == 100 - 1  # the restarted server starts empty
+        await limiter.settle(after, 0)
+    finally:
+        await limiter.close()
+        server.stop()
