@@ -77,8 +77,9 @@ def claim(
             _insert(conn)
             .values(name=name, period_start=period, attempts=1, **fresh)
             .on_conflict_do_nothing(index_elements=["name", "period_start"])
-        )
-        if inserted.rowcount == 1:
+            .returning(TABLE.c.id)
+        ).first()
+        if inserted is not None:
             return Claimed(1)
         where = and_(TABLE.c.name == name, TABLE.c.period_start == period)
         if not force:
@@ -135,8 +136,9 @@ def finish(
                 summary=dict(summary) if summary is not None else None,
                 error=error,
             )
-        )
-        return result.rowcount == 1
+            .returning(TABLE.c.id)
+        ).first()
+        return result is not None
 
 
 def last_runs(engine: Engine, names: Iterable[str]) -> dict[str, LastRun]:

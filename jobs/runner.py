@@ -1,7 +1,7 @@
 """``run_job``: one job, one period, once across every instance.
 
 1. The period is the schedule slot containing ``now`` (``JobSpec.period_start``).
-2. Take the job's lock (``jobs.locks``) for ``timeout + LOCK_GRACE``; held elsewhere → skipped.
+2. Take the job's lock (``jobs.locks``) for ``lock_ttl`` (timeout + grace); held elsewhere → skipped.
 3. Claim the period in ``job_runs`` (``jobs.records.claim``); already ran → skipped. A failed run is
    retried by the next trigger in the same period, up to ``max_attempts``; ``force`` claims anyway.
 4. Run the function in a worker thread for at most ``timeout``. On timeout the run is recorded
@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -33,7 +33,8 @@ from jobs.registry import JobContext, JobSpec
 
 _CANCEL_POLL_S = 0.25
 LOCK_GRACE = timedelta(seconds=5)
-"""How long a lock outlives its job's timeout: time to record the outcome and release."""
+"""How long a lock outlives its job's timeout (at most; never more than the timeout itself): time to
+record the outcome and release."""
 
 log = logging.getLogger("cic.jobs")
 
@@ -77,7 +78,8 @@ class RunResult:
 
 
 def lock_ttl(spec: JobSpec) -> timedelta:
-    return spec.timeout + LOCK_GRACE
+    """How long a holder keeps the job's lock at most (a crashed holder's lock frees itself then)."""
+    return spec.timeout + min(spec.timeout, LOCK_GRACE)
 
 
 def run_job(
@@ -258,9 +260,15 @@ def _json_summary(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     if not isinstance(value, Mapping):
         raise TypeError(f"a job returns a mapping or None, not {type(value).__name__}")
-    # Anything json cannot write (datetimes, Decimals, ids) is stored as its str().
-    loaded: dict[str, Any] = json.loads(json.dumps(dict(value), default=str))
+    loaded: dict[str, Any] = json.loads(json.dumps(dict(value), default=_json_default))
     return loaded
+
+
+def _json_default(value: object) -> str:
+    """Datetimes as ISO 8601; anything else json cannot write (Decimals, UUIDs) as its str()."""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _release(lease: locks.Lease, name: str) -> None:
