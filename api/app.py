@@ -30,6 +30,7 @@ from api.routes import (
     docs,
     environments,
     health,
+    invitations,
     keys,
     members,
     nodes_internal,
@@ -48,7 +49,7 @@ log = logging.getLogger("cic.api")
 
 def management_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    for module in (auth, oauth, orgs, members, environments, keys, catalog, usage, admin):
+    for module in (auth, oauth, orgs, members, invitations, environments, keys, catalog, usage, admin):
         router.include_router(module.router)
     return router
 

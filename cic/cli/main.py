@@ -22,6 +22,7 @@ from agent.cli import agent_command, node_app
 from cic import events, migrations
 from cic.billing import rollup
 from cic.cli.jobs import jobs_app
+from cic.cli.members import members_app
 from cic.db import make_engine, session_scope
 from cic.errors import CICError
 from cic.fleet.launcher import DEFAULT_VLLM_VERSION
@@ -65,6 +66,7 @@ for sub, name in (
     (nodes_app, "nodes"),
     (fleet_app, "fleet"),
     (jobs_app, "jobs"),
+    (members_app, "members"),
 ):
     app.add_typer(sub, name=name)
 
