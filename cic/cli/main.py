@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from agent.cli import agent_command, node_app
+from cic.cli.up import up_command
 from cic import events, migrations
 from cic.billing import rollup
 from cic.cli.jobs import jobs_app
@@ -55,6 +56,7 @@ fleet_app = typer.Typer(help="Desired capacity (deployments) and the spot-aware 
 usage_app = typer.Typer(help="Usage and cost.", no_args_is_help=True)
 app.add_typer(node_app, name="node", help="Run node-side processes (the vLLM simulator).")
 app.command("agent", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(agent_command)
+app.command("up")(up_command)
 for sub, name in (
     (db_app, "db"),
     (catalog_app, "catalog"),

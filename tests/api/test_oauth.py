@@ -385,3 +385,21 @@ def test_state_of_one_provider_is_refused_by_another(
         back = urlsplit(h.get(start.headers["location"]).headers["location"])
         r = h.get(f"{base}/api/v1/auth/oauth/microsoft/callback?{back.query}")
         assert r.headers["location"] == f"{DASHBOARD}/login?error=oauth_state"
+
+
+def test_unreachable_provider_ends_at_login(loop: LoopThread, settings: Settings, engine: Engine) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    s = settings.model_copy(
+        update={
+            "public_base_url": base,
+            "dashboard_url": DASHBOARD,
+            "oauth_google_client_id": "id",
+            "oauth_google_client_secret": SecretStr("secret"),
+            "oauth_google_discovery_url": f"http://127.0.0.1:{free_port()}/.well-known/openid-configuration",
+            "oauth_http_timeout_s": 2.0,
+        }
+    )
+    with serve(loop, s, port):
+        out = sign_in(base)
+    assert out.location == f"{DASHBOARD}/login?error=oauth_unavailable"
