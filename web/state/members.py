@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import quote
 
 import reflex as rx
 from reflex.event import EventSpec
 
+from cic.services.orgs import slugify
 from web.api import ApiError
 from web.state.auth import email_problem
 from web.state.format import when
@@ -215,7 +217,14 @@ class OnboardingState(InviteFormState):
         self.org_busy = True
         yield
         try:
-            org = await self.api("POST", "/orgs", json={"name": name})
+            try:
+                org = await self.api("POST", "/orgs", json={"name": name})
+            except ApiError as exc:
+                if exc.status != 409 or exc.param != "slug":
+                    raise
+                # Another org has this name's address: take the name anyway, with a distinct address.
+                slug = f"{slugify(name)[:40] or 'org'}-{secrets.token_hex(2)}"
+                org = await self.api("POST", "/orgs", json={"name": name, "slug": slug})
             await self.refresh_me()
             self.created_slug = org["slug"]
             self.created_name = org["name"]
