@@ -140,6 +140,22 @@ def sync_jobs(scheduler: BackgroundScheduler, specs: Mapping[str, JobSpec]) -> N
         scheduler.remove_job(name)
 
 
+def build_scheduler(
+    settings: Settings,
+    engine: Engine,
+    specs: Mapping[str, JobSpec],
+    lock: locks.JobLock,
+    stopping: threading.Event,
+) -> BackgroundScheduler:
+    """An unstarted scheduler: job store on ``engine``, every execution through ``run_job``, UTC."""
+    return BackgroundScheduler(
+        jobstores={"default": _JobStore(engine=engine, tablename=JOB_TABLE)},
+        executors={"default": JobExecutor(settings, engine, specs, lock, stopping)},
+        job_defaults={"coalesce": True, "max_instances": 1},
+        timezone=UTC,
+    )
+
+
 @dataclass
 class SchedulerHandle:
     scheduler: BackgroundScheduler
@@ -163,12 +179,7 @@ def start_background(
     chosen = dict(specs if specs is not None else jobs_for(settings))
     lock = locks.from_settings(settings, engine)
     stopping = threading.Event()
-    scheduler = BackgroundScheduler(
-        jobstores={"default": _JobStore(engine=engine, tablename=JOB_TABLE)},
-        executors={"default": JobExecutor(settings, engine, chosen, lock, stopping)},
-        job_defaults={"coalesce": True, "max_instances": 1},
-        timezone=UTC,
-    )
+    scheduler = build_scheduler(settings, engine, chosen, lock, stopping)
     try:
         scheduler.start(paused=True)
         sync_jobs(scheduler, chosen)

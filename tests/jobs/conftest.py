@@ -29,11 +29,13 @@ def make_spec(
     name: str,
     func: JobFunc,
     *,
-    every: timedelta | None = timedelta(hours=1),
+    every: timedelta | None = None,
     cron: str | None = None,
     timeout: timedelta = timedelta(seconds=30),
     max_attempts: int = 3,
 ) -> JobSpec:
+    if every is None and cron is None:
+        every = timedelta(hours=1)
     return JobSpec(name, func, every, cron, f"test job {name}", timeout, max_attempts)
 
 
