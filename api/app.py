@@ -26,6 +26,7 @@ from api.gateway.service import DataPlane
 from api.routes import (
     admin,
     auth,
+    billing,
     catalog,
     docs,
     environments,
@@ -37,6 +38,7 @@ from api.routes import (
     oauth,
     orgs,
     usage,
+    webhooks,
 )
 from cic import events, logs, nodeauth
 from cic.db import make_engine
@@ -49,7 +51,7 @@ log = logging.getLogger("cic.api")
 
 def management_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    for module in (auth, oauth, orgs, members, invitations, environments, keys, catalog, usage, admin):
+    for module in (auth, oauth, orgs, members, invitations, environments, keys, catalog, usage, billing, admin):
         router.include_router(module.router)
     return router
 
@@ -144,6 +146,7 @@ def create_app(settings: Settings | None = None) -> PlatformApp:
     errors.install(api)
     api.include_router(health.router)
     api.include_router(nodes_internal.router)
+    api.include_router(webhooks.router)
     api.include_router(management_router())
     docs.install(api)
     api.add_middleware(RequestIdMiddleware)

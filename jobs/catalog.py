@@ -9,4 +9,5 @@ JOB_MODULES: list[str] = [
     "jobs.fleet",
     "jobs.spool",
     "jobs.housekeeping",
+    "jobs.billing",
 ]

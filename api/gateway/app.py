@@ -88,6 +88,7 @@ class GatewayState:
         global_limits: Limits | None = None,
         default_policy: str = "least_load",
         shed: Shedding | None = None,
+        billing_grace_s: float = 7 * 86400,
     ) -> None:
         self.keys = keys
         self.meter = meter
@@ -97,6 +98,7 @@ class GatewayState:
         self.global_limits = global_limits or Limits()
         self.registry = NodeRegistry(default_policy=default_policy)
         self.shed = shed or Shedding()
+        self.billing_grace_s = billing_grace_s
         self.catalog = CatalogSnapshot(models={}, prices={})
 
 
@@ -186,6 +188,11 @@ class Gateway:
         )
         metrics.IN_FLIGHT.inc()
         try:
+            if (
+                ident.past_due_since is not None
+                and time.time() >= ident.past_due_since.timestamp() + self.s.billing_grace_s
+            ):
+                raise payment_overdue()
             if not ident.may_use(req.model) or req.model not in self.s.catalog.models:
                 raise model_not_found(req.model)
             info = self.s.catalog.models[req.model]
@@ -506,6 +513,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if k == name:
             return str(v.decode("latin-1"))
     return None
+
+
+def payment_overdue() -> OpenAIError:
+    """OpenAI's answer when an account cannot pay: 429 ``insufficient_quota``."""
+    return OpenAIError(
+        429,
+        "You exceeded your current quota, please check your plan and billing details: the last payment for this "
+        "organization failed and its grace period is over. Update the payment method on the billing page.",
+        "insufficient_quota",
+        code="insufficient_quota",
+    )
 
 
 def rate_limited(adm: Admission, cost: int) -> OpenAIError:

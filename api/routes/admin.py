@@ -1,13 +1,20 @@
-"""Operator endpoints (platform admins only): the fleet."""
+"""Operator endpoints (platform admins only): the fleet, and every organization with its usage."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
+from sqlalchemy import func
+from sqlmodel import col, select
 
 from api.deps import AdminDep, SessionDep, SettingsDep
+from cic.billing import pricing
+from cic.models import BillingAccount, Membership, Org
 from cic.models.nodes import NodePublic
-from cic.services import nodes
+from cic.models.types import utcnow
+from cic.services import nodes, usage
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -58,3 +65,45 @@ def create_token(body: TokenCreate, actor: AdminDep, session: SessionDep, settin
     )
     session.commit()
     return TokenCreated(token=plaintext, id=row.id, region=row.region_code, expires_at=row.expires_at.isoformat())
+
+
+class OrgOverview(BaseModel):
+    id: str
+    slug: str
+    name: str
+    plan: str
+    members: int
+    created_at: datetime
+    month_requests: int
+    month_tokens: int
+    month_cost_usd: str
+    billing_status: str
+
+
+@router.get("/orgs", response_model=list[OrgOverview])
+def list_orgs(_: AdminDep, session: SessionDep) -> list[OrgOverview]:
+    """Every organization with its members and this month's usage (from the roll-ups), busiest first."""
+    now = utcnow()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    totals = usage.totals_by_org(session, month_start, now)
+    members = dict(session.exec(select(Membership.org_id, func.count()).group_by(col(Membership.org_id))).all())
+    accounts = dict(session.exec(select(BillingAccount.org_id, BillingAccount.status)).all())
+    out = []
+    for o in session.exec(select(Org)).all():
+        t = totals.get(o.id, usage.OrgTotals())
+        out.append(
+            OrgOverview(
+                id=o.id,
+                slug=o.slug,
+                name=o.name,
+                plan=o.plan,
+                members=int(members.get(o.id, 0)),
+                created_at=o.created_at,
+                month_requests=t.requests,
+                month_tokens=t.tokens,
+                month_cost_usd=format(pricing.usd(t.cost_picousd), "f"),
+                billing_status=accounts.get(o.id, "none"),
+            )
+        )
+    out.sort(key=lambda x: (-x.month_requests, x.slug))
+    return out

@@ -3,7 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from api.deps import ActorDep, CurrentUser, SessionDep
+from api.deps import ActorDep, CurrentUser, SessionDep, SettingsDep
+from cic.billing import credits
 from cic.models.audit import AuditEventPublic
 from cic.models.orgs import OrgCreate, OrgPublic, OrgUpdate, ReservationPublic, Role
 from cic.services import audit, orgs, reservations
@@ -20,9 +21,12 @@ def list_orgs(actor: ActorDep, session: SessionDep) -> list[OrgPublic]:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=OrgPublic)
-def create_org(body: OrgCreate, user: CurrentUser, actor: ActorDep, session: SessionDep) -> OrgPublic:
-    """Create an organization; you become its owner."""
+def create_org(
+    body: OrgCreate, user: CurrentUser, actor: ActorDep, session: SessionDep, settings: SettingsDep
+) -> OrgPublic:
+    """Create an organization; you become its owner. Your first organization gets the sign-up credit."""
     org = orgs.create_org(session, actor, name=body.name, owner=user, slug=body.slug, plan=body.plan)
+    credits.grant_signup_bonus(session, org, user.id, settings)
     session.commit()
     return org_public(org, Role.owner)
 

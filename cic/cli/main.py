@@ -21,7 +21,8 @@ from sqlmodel import Session, col, select
 from agent.cli import agent_command, node_app
 from cic.cli.up import up_command
 from cic import events, migrations
-from cic.billing import rollup
+from cic.billing import credits, rollup
+from cic.cli.billing import billing_app, credits_app
 from cic.cli.jobs import jobs_app
 from cic.cli.members import members_app
 from cic.db import make_engine, session_scope
@@ -65,6 +66,8 @@ for sub, name in (
     (envs_app, "envs"),
     (keys_app, "keys"),
     (usage_app, "usage"),
+    (billing_app, "billing"),
+    (credits_app, "credits"),
     (nodes_app, "nodes"),
     (fleet_app, "fleet"),
     (jobs_app, "jobs"),
@@ -241,12 +244,14 @@ def orgs_create(
     slug: Annotated[str | None, typer.Option(help="URL name (default: from the name)")] = None,
     plan: Annotated[Plan, typer.Option(help="billing plan")] = Plan.free,
 ) -> None:
-    """Create an organization owned by OWNER; prints its id and slug."""
-    with _db() as (session, _):
+    """Create an organization owned by OWNER; prints its id and slug. The owner's first organization gets
+    the sign-up credit (CIC_SIGNUP_CREDIT_USD)."""
+    with _db() as (session, settings):
         user = users.get_by_email(session, owner) or users.create_user(
             session, email=owner, password=None, actor=SYSTEM
         )
         org = orgs.create_org(session, SYSTEM, name=name, owner=user, slug=slug, plan=plan)
+        credits.grant_signup_bonus(session, org, user.id, settings)
         out = org_public(org, Role.owner).model_dump(mode="json")
         out["owner"] = user.email
     _emit(out)

@@ -12,7 +12,8 @@ from sqlmodel import Session, col, select
 from cic import events, security
 from cic.errors import AuthenticationError, NotFound, ValidationFailed
 from cic.limits import Limits, check_narrows, org_limits
-from cic.models import ApiKey, Environment, Org, Role
+from cic.models import ApiKey, BillingAccount, Environment, Org, Role
+from cic.models.billing import BillingStatus
 from cic.models.keys import ApiKeyCreate, ApiKeyUpdate
 from cic.models.types import utcnow
 from cic.services import audit
@@ -226,6 +227,7 @@ class KeyIdentity:
     env_limits: Limits
     key_limits: Limits
     reservations: Mapping[tuple[str, str], int]  # (model, region) -> reserved tokens per second
+    past_due_since: datetime | None = None  # the org's first failed payment, while it is unpaid
 
     @property
     def valid_until(self) -> datetime | None:
@@ -275,7 +277,15 @@ def identity_by_hash(session: Session, key_hash: str) -> KeyIdentity:
         env_limits=limits_of(env),
         key_limits=limits_of(key),
         reservations=MappingProxyType(org_reservations(session, org.id)),
+        past_due_since=_past_due_since(session, org.id),
     )
+
+
+def _past_due_since(session: Session, org_id: str) -> datetime | None:
+    acct = session.get(BillingAccount, org_id)
+    if acct is None or acct.status != BillingStatus.past_due.value:
+        return None
+    return acct.past_due_since
 
 
 def limits_of(row: Org | Environment | ApiKey) -> Limits:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from cic.billing import histogram, rollup
@@ -81,18 +83,25 @@ def _ceil_hour(t: datetime) -> datetime:
     return f if f == t else f + rollup.HOUR
 
 
+def _spans(
+    since: datetime, until: datetime
+) -> tuple[list[tuple[datetime, datetime]], tuple[datetime, datetime] | None]:
+    """[since, until) at hourly resolution as (hourly spans, whole-day span)."""
+    lo, hi = rollup.floor_hour(since.astimezone(UTC)), _ceil_hour(until.astimezone(UTC))
+    d0 = _floor_day(lo) if _floor_day(lo) == lo else _floor_day(lo) + DAY
+    d1 = _floor_day(hi)
+    if d0 >= d1:
+        return [(lo, hi)], None
+    return [(a, b) for a, b in ((lo, d0), (d1, hi)) if a < b], (d0, d1)
+
+
 def rollup_rows(
     session: Session, org_id: str, since: datetime, until: datetime, env_id: str | None = None
 ) -> Iterable[tuple[date, UsageHourly | UsageDaily]]:
     """(day, roll-up row) pairs covering [since, until) at hourly resolution, whole days from the daily
     table and the rest from the hourly one."""
-    lo, hi = rollup.floor_hour(since.astimezone(UTC)), _ceil_hour(until.astimezone(UTC))
-    d0 = _floor_day(lo) if _floor_day(lo) == lo else _floor_day(lo) + DAY
-    d1 = _floor_day(hi)
-    hourly_spans = [(lo, hi)] if d0 >= d1 else [(lo, d0), (d1, hi)]
+    hourly_spans, days = _spans(since, until)
     for a, b in hourly_spans:
-        if a >= b:
-            continue
         q = select(UsageHourly).where(
             UsageHourly.org_id == org_id, col(UsageHourly.hour) >= a, col(UsageHourly.hour) < b
         )
@@ -100,7 +109,8 @@ def rollup_rows(
             q = q.where(UsageHourly.environment_id == env_id)
         for h in session.exec(q):
             yield h.hour.date(), h
-    if d0 < d1:
+    if days is not None:
+        d0, d1 = days
         dq = select(UsageDaily).where(
             UsageDaily.org_id == org_id, col(UsageDaily.day) >= d0.date(), col(UsageDaily.day) < d1.date()
         )
@@ -154,3 +164,39 @@ def report(
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(str(k) for k in key)
+
+
+@dataclass(frozen=True)
+class OrgTotals:
+    requests: int = 0
+    tokens: int = 0
+    cost_picousd: int = 0
+
+
+def totals_by_org(session: Session, since: datetime, until: datetime) -> dict[str, OrgTotals]:
+    """Requests, tokens and list cost per org over a range (hourly resolution), summed in the database."""
+    out: dict[str, list[int]] = {}
+
+    def add(table: Any, *where: Any) -> None:
+        q = (
+            sa_select(
+                col(table.org_id),
+                func.sum(table.requests),
+                func.sum(table.prompt_tokens + table.completion_tokens),
+                func.sum(table.cost_picousd),
+            )
+            .where(*where)
+            .group_by(col(table.org_id))
+        )
+        for org_id, req, tok, cost in session.execute(q):
+            acc = out.setdefault(org_id, [0, 0, 0])
+            acc[0] += int(req or 0)
+            acc[1] += int(tok or 0)
+            acc[2] += int(cost or 0)
+
+    hourly_spans, days = _spans(since, until)
+    for a, b in hourly_spans:
+        add(UsageHourly, col(UsageHourly.hour) >= a, col(UsageHourly.hour) < b)
+    if days is not None:
+        add(UsageDaily, col(UsageDaily.day) >= days[0].date(), col(UsageDaily.day) < days[1].date())
+    return {k: OrgTotals(*v) for k, v in out.items()}
