@@ -27,14 +27,6 @@ class OAuthIdentity(SQLModel, table=True):
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class OAuthIdentityPublic(SQLModel):
-    id: str
-    provider: str
-    email: str
-    created_at: datetime
-    last_login_at: datetime | None
-
-
 class OAuthState(SQLModel, table=True):
     """One sign-in in flight, between the redirect to the provider and its callback. Kept in the
     database so any worker of any instance can finish it; used once, then spent."""
