@@ -269,7 +269,14 @@ def checkout(
         )
     cs = gw.call("start a checkout session", lambda: gw.client.v1.checkout.sessions.create(params))  # type: ignore[arg-type]
     audit.record(
-        session, actor, "billing.checkout_started", org_id=org.id, target_type="checkout", target_id=cs.id, mode=mode
+        session,
+        actor,
+        "billing.checkout_started",
+        org_id=org.id,
+        target_type="org",
+        target_id=org.id,
+        mode=mode,
+        checkout_session=cs.id,
     )
     if not cs.url:
         raise PaymentProviderError("Stripe returned a checkout session without a URL.")

@@ -51,14 +51,15 @@ _SUBSCRIPTION_STATUS = {
 }
 
 
-def verify(payload: bytes, signature: str | None, settings: Settings) -> Any:
-    """The event, if Stripe signed it with our endpoint's secret (timestamp within tolerance)."""
+def verify(payload: bytes, signature: str | None, settings: Settings) -> dict[str, Any]:
+    """The event (as plain dicts), if Stripe signed it with our endpoint's secret (timestamp within tolerance)."""
     if settings.stripe_webhook_secret is None:
         raise InvalidRequest("Stripe webhooks are not configured (CIC_STRIPE_WEBHOOK_SECRET).", code="not_configured")
     if not signature:
         raise AuthenticationError("Missing Stripe-Signature header.", code="invalid_signature")
     try:
-        return stripe.Webhook.construct_event(payload, signature, settings.stripe_webhook_secret.get_secret_value())
+        event = stripe.Webhook.construct_event(payload, signature, settings.stripe_webhook_secret.get_secret_value())
+        return event.to_dict()
     except stripe.SignatureVerificationError as exc:
         raise AuthenticationError(
             f"Invalid Stripe signature: {exc.user_message or exc}", code="invalid_signature"
