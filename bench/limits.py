@@ -3,7 +3,9 @@
 ``.venv/bin/python bench/limits.py`` (flags in ``--help``) prints two tables:
 
 1. **Cost**: the four-layer admission (one Redis round trip running ``ratelimit.lua``) and the settlement
-   after the response, timed over many calls against the local Redis — p50 / p99 in milliseconds.
+   after the response, timed over many calls against the local Redis — p50 / p99 in milliseconds — beside
+   a bare ``PING`` through the limiter's client (``api/gateway/resp.py``) and through redis-py's asyncio
+   client, for scale. Timed on uvloop, as the API runs; ``--rounds`` repeats the table.
 2. **Accuracy**: ``cic api --workers N`` (N = 1, 2, 4) on a fresh PostgreSQL database and Redis, a key
    limited to 120 requests/min (then one limited to 10,000 tokens/min), hit by 400 concurrent requests:
    the limit against what was admitted.
@@ -36,12 +38,17 @@ sys.path.insert(0, str(ROOT))
 
 from agent.simulator import SimConfig, start_simulator
 from api.gateway.ratelimit import Layer, RedisLimiter
+from api.gateway.resp import RespClient, command
 from cic.limits import Limits
 
 CIC = str(ROOT / ".venv" / "bin" / "cic")
 PG_ADMIN = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MESSAGES = [{"role": "user", "content": "ping"}]
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return sorted(xs)[int(q * (len(xs) - 1))]
 
 
 async def limiter_cost(n: int) -> dict[str, float]:
@@ -54,7 +61,10 @@ async def limiter_cost(n: int) -> dict[str, float]:
         Layer("environment", f"env_{uid}", Limits(rpm=10**8, tpm=10**11)),
         Layer("key", f"key_{uid}", Limits(rpm=10**8, tpm=10**11, max_concurrency=10**6, monthly_budget_cents=10**9)),
     )
-    admit, settle = [], []
+    for i in range(100):  # warm-up: connection, script cache
+        await limiter.settle(await limiter.admit(layers, 300, f"warm{i}"), 250, 10**7)
+    admit, settle, ping, ping_py = [], [], [], []
+    resp_ping = command("PING")
     for i in range(n):
         t0 = time.perf_counter()
         adm = await limiter.admit(layers, 300, f"lease{i}")
@@ -63,16 +73,24 @@ async def limiter_cost(n: int) -> dict[str, float]:
         t2 = time.perf_counter()
         admit.append((t1 - t0) * 1000)
         settle.append((t2 - t1) * 1000)
+    conn = RespClient.from_url(REDIS_URL)
+    for xs, call in ((ping, lambda: conn.execute_packed(resp_ping)), (ping_py, client.ping)):
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await call()
+            xs.append((time.perf_counter() - t0) * 1000)
+    await conn.aclose()
+    await limiter.close()
     await client.aclose()
-
-    def pct(xs: list[float], q: float) -> float:
-        return sorted(xs)[int(q * (len(xs) - 1))]
-
     return {
         "admit_p50": statistics.median(admit),
-        "admit_p99": pct(admit, 0.99),
+        "admit_p99": _pct(admit, 0.99),
         "settle_p50": statistics.median(settle),
-        "settle_p99": pct(settle, 0.99),
+        "settle_p99": _pct(settle, 0.99),
+        "ping_p50": statistics.median(ping),
+        "ping_p99": _pct(ping, 0.99),
+        "ping_py_p50": statistics.median(ping_py),
+        "ping_py_p99": _pct(ping_py, 0.99),
     }
 
 
@@ -194,15 +212,22 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", type=int, default=5000, help="admissions timed for the cost table")
     p.add_argument("--requests", type=int, default=400, help="concurrent requests per accuracy run")
-    p.add_argument("--workers", default="1,2,4", help="comma-separated API worker counts")
+    p.add_argument("--workers", default="1,2,4", help="comma-separated API worker counts (empty: no accuracy table)")
+    p.add_argument("--rounds", type=int, default=1, help="times to measure the cost table")
     args = p.parse_args(argv)
 
-    # The API runs on uvloop (uvicorn's default loop when uvloop is installed), so the limiter is timed on it too.
-    cost = uvloop.run(limiter_cost(args.calls))
-    print("\n| four-layer limiter (Redis, one round trip) | p50 ms | p99 ms |")
-    print("|---|--:|--:|")
-    print(f"| admission (check and charge all layers) | {cost['admit_p50']:.3f} | {cost['admit_p99']:.3f} |")
-    print(f"| settlement (tokens, spend, lease) | {cost['settle_p50']:.3f} | {cost['settle_p99']:.3f} |")
+    for _ in range(args.rounds):
+        # The API runs on uvloop (uvicorn's default loop when uvloop is installed), so the limiter is timed on it too.
+        load = os.getloadavg()[0]
+        cost = uvloop.run(limiter_cost(args.calls))
+        print(f"\n| four-layer limiter (Redis, one round trip; load average {load:.2f}) | p50 ms | p99 ms |")
+        print("|---|--:|--:|")
+        print(f"| admission (check and charge all layers) | {cost['admit_p50']:.3f} | {cost['admit_p99']:.3f} |")
+        print(f"| settlement (tokens, spend, lease) | {cost['settle_p50']:.3f} | {cost['settle_p99']:.3f} |")
+        print(f"| bare PING, the limiter's client | {cost['ping_p50']:.3f} | {cost['ping_p99']:.3f} |")
+        print(f"| bare PING, redis-py asyncio | {cost['ping_py_p50']:.3f} | {cost['ping_py_p99']:.3f} |")
+    if not args.workers.strip():
+        return
 
     rows = accuracy([int(w) for w in args.workers.split(",")], args.requests)
     print("\n| API workers | limit | requests sent at once | admitted | error |")
