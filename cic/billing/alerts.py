@@ -5,8 +5,8 @@ alert is a row, unique per scope × kind × period, so it fires once a month (bu
 (spikes) however often the job runs; then the org's owners and admins are mailed through
 ``cic.notify``. A mail that fails is retried by later runs until it goes out.
 
-A spike: the last 24 hours cost more than ``CIC_SPIKE_FACTOR`` (10) × the average day of the 7 before,
-and at least ``CIC_SPIKE_MIN_USD``.
+A spike: the last 24 hours cost more than ``CIC_SPIKE_FACTOR`` (10) × the average day of the 7 before
+(which must have had some spend), and at least ``CIC_SPIKE_MIN_USD``.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def _check_org(
     week = sum(r.cost_picousd for _, r in rollup_rows(s, org_id, now - timedelta(days=8), now - timedelta(days=1)))
     average = week // 7
     floor = int(Decimal(str(settings.spike_min_usd)) * PICO_PER_USD)
-    if last_day >= floor and last_day > settings.spike_factor * average:
+    # No baseline (a new org, a dormant one) is no spike: there is no average to be a multiple of.
+    if average > 0 and last_day >= floor and last_day > settings.spike_factor * average:
         _fire(
             s,
             org_id,
