@@ -67,4 +67,3 @@ async def call(
     if response.is_success:
         return response.json()
     raise _error(response)
-

@@ -57,7 +57,9 @@ def _reflex_env(api_url: str, out: Path) -> dict[str, str]:
     )
     if "NPM_CONFIG_REGISTRY" not in env and (npm := shutil.which("npm")):
         # Reflex probes npm mirrors unless told which registry to use: use the one npm is set up with.
-        registry = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, check=False)
+        registry = subprocess.run(  # noqa: S603 - npm itself, fixed arguments
+            [npm, "config", "get", "registry"], capture_output=True, text=True, check=False
+        )
         if registry.returncode == 0 and registry.stdout.strip():
             env["NPM_CONFIG_REGISTRY"] = registry.stdout.strip()
     return env

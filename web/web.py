@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 
 from cic.settings import get_settings
@@ -33,7 +35,7 @@ from web.state.usage import UsageState
 
 TITLE = "CrossLogic"
 
-STYLE = {
+STYLE: dict[Any, Any] = {
     "font_family": "Inter, ui-sans-serif, system-ui, -apple-system, 'Segoe UI', sans-serif",
 }
 

@@ -23,7 +23,7 @@ import string
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -180,7 +180,7 @@ class SimSupervisor:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._keep(m, k), name=f"sim {m}") for m, k in self.models.items()]
 
-    async def stop(self, timeout: float = 15) -> None:
+    async def stop(self, grace_s: float = 15) -> None:
         """SIGTERM: each agent drains, deregisters and stops its simulator."""
         self._stopping = True
         for proc in self.procs.values():
@@ -189,7 +189,7 @@ class SimSupervisor:
                     proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                await asyncio.wait_for(proc.wait(), grace_s)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -293,5 +293,3 @@ def up_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     asyncio.run(serve(settings, host, port, prepared, run_jobs=jobs))
-
-

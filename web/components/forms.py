@@ -1,5 +1,8 @@
 """Form controls with labels tied to them (keyboard and screen-reader friendly)."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 from typing import Any

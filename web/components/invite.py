@@ -1,5 +1,8 @@
 """The invite form (email + role), used by onboarding and the Members page."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,7 +21,11 @@ def invite_form(state: type[InviteFormState], on_submit: Any) -> rx.Component:
             rx.hstack(
                 rx.box(
                     text_input(
-                        "Email", "email", error=state.invite_email_error, type_="email", placeholder="teammate@company.com"
+                        "Email",
+                        "email",
+                        error=state.invite_email_error,
+                        type_="email",
+                        placeholder="teammate@company.com",
                     ),
                     flex="1",
                 ),

@@ -1,6 +1,9 @@
 """The frame of every signed-in page: a sidebar (brand, org and environment switchers, navigation) and a
 top bar (page title, the account menu); pages put their content in it."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -80,7 +83,7 @@ def env_switcher() -> rx.Component:
     return rx.vstack(
         rx.text("Environment", size="1", color_scheme="gray", weight="medium"),
         rx.cond(
-            SessionState.envs.length() > 0,  # type: ignore[attr-defined]
+            SessionState.envs.length() > 0,
             rx.select(
                 SessionState.env_names,
                 value=SessionState.current_env,
@@ -228,8 +231,15 @@ def signed_in_page(active: str, *content: rx.Component) -> rx.Component:
 def plain_page(*content: rx.Component) -> rx.Component:
     """Pages outside an org (onboarding, admin): the brand and the account menu, no org navigation."""
     return rx.vstack(
-        rx.hstack(brand(), rx.spacer(), rx.cond(SessionState.signed_in, account_menu()), width="100%", align="center",
-                  padding="1rem 2rem", border_bottom=f"1px solid {rx.color('gray', 4)}"),
+        rx.hstack(
+            brand(),
+            rx.spacer(),
+            rx.cond(SessionState.signed_in, account_menu()),
+            width="100%",
+            align="center",
+            padding="1rem 2rem",
+            border_bottom=f"1px solid {rx.color('gray', 4)}",
+        ),
         rx.box(
             rx.cond(SessionState.signed_in, rx.fragment(*content), rx.center(rx.spinner(size="3"), padding="4rem")),
             padding="2rem",

@@ -1,5 +1,8 @@
 """Stateless UI pieces shared by every page: cards, empty/error/loading states, form fields, copy buttons."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 from typing import Any
@@ -132,7 +135,12 @@ def copy_button(value: Any, label: str = "Copy", test_id: str = "copy") -> rx.Co
 
 def code_block(code: Any, language: str, test_id: str = "") -> rx.Component:
     return rx.box(
-        rx.box(copy_button(code, test_id=f"copy-{test_id}" if test_id else "copy"), position="absolute", top="8px", right="8px"),
+        rx.box(
+            copy_button(code, test_id=f"copy-{test_id}" if test_id else "copy"),
+            position="absolute",
+            top="8px",
+            right="8px",
+        ),
         rx.code_block(
             code,
             language=language,

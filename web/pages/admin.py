@@ -1,5 +1,8 @@
 """``/admin``: the operator's view: nodes, organizations, the model catalog."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -12,7 +15,7 @@ from web.state.admin import AdminState
 def table(headers: tuple[str, ...], rows: rx.Var, render: object, test_id: str) -> rx.Component:
     return rx.table.root(
         rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in headers])),
-        rx.table.body(rx.foreach(rows, render)),  # type: ignore[arg-type]
+        rx.table.body(rx.foreach(rows, render)),
         width="100%",
         variant="surface",
         size="2",
@@ -22,8 +25,13 @@ def table(headers: tuple[str, ...], rows: rx.Var, render: object, test_id: str) 
 
 def node_row(n: dict[str, str]) -> rx.Component:
     return rx.table.row(
-        rx.table.cell(rx.vstack(rx.text(n["name"], weight="medium", size="2"),
-                                rx.text(n["id"], size="1", color_scheme="gray"), spacing="0")),
+        rx.table.cell(
+            rx.vstack(
+                rx.text(n["name"], weight="medium", size="2"),
+                rx.text(n["id"], size="1", color_scheme="gray"),
+                spacing="0",
+            )
+        ),
         rx.table.cell(n["region"]),
         rx.table.cell(n["model"]),
         rx.table.cell(status_badge(n["status"])),
@@ -34,8 +42,14 @@ def node_row(n: dict[str, str]) -> rx.Component:
             rx.cond(
                 n["status"] == "draining",
                 rx.button("Undrain", size="1", variant="soft", on_click=AdminState.drain(n["id"], True)),
-                rx.button("Drain", size="1", variant="soft", color_scheme="amber",
-                          on_click=AdminState.drain(n["id"], False), data_testid="drain-" + n["id"]),
+                rx.button(
+                    "Drain",
+                    size="1",
+                    variant="soft",
+                    color_scheme="amber",
+                    on_click=AdminState.drain(n["id"], False),
+                    data_testid="drain-" + n["id"],
+                ),
             )
         ),
         align="center",
@@ -44,9 +58,13 @@ def node_row(n: dict[str, str]) -> rx.Component:
 
 def nodes_tab() -> rx.Component:
     return rx.cond(
-        AdminState.nodes.length() > 0,  # type: ignore[attr-defined]
-        table(("Node", "Region", "Model", "Health", "Load", "Capacity", "Last heartbeat", ""), AdminState.nodes,
-              node_row, "admin-nodes"),
+        AdminState.nodes.length() > 0,
+        table(
+            ("Node", "Region", "Model", "Health", "Load", "Capacity", "Last heartbeat", ""),
+            AdminState.nodes,
+            node_row,
+            "admin-nodes",
+        ),
         empty_state("server", "No nodes", "Register one with `cic agent`, `cic node sim`, or `cic nodes add`."),
     )
 
@@ -55,13 +73,18 @@ def orgs_tab() -> rx.Component:
     return rx.vstack(
         rx.cond(AdminState.orgs_error != "", rx.callout(AdminState.orgs_error, icon="info", width="100%")),
         rx.cond(
-            AdminState.orgs_usage.length() > 0,  # type: ignore[attr-defined]
+            AdminState.orgs_usage.length() > 0,
             table(
                 ("Organization", "Plan", "Members", "Requests (month)", "Tokens (month)", "Cost (month)", "Created"),
                 AdminState.orgs_usage,
                 lambda o: rx.table.row(
-                    rx.table.cell(rx.vstack(rx.text(o["name"], weight="medium", size="2"),
-                                            rx.text(o["slug"], size="1", color_scheme="gray"), spacing="0")),
+                    rx.table.cell(
+                        rx.vstack(
+                            rx.text(o["name"], weight="medium", size="2"),
+                            rx.text(o["slug"], size="1", color_scheme="gray"),
+                            spacing="0",
+                        )
+                    ),
                     rx.table.cell(rx.badge(o["plan"], variant="soft")),
                     rx.table.cell(o["members"]),
                     rx.table.cell(o["requests"]),
@@ -72,7 +95,9 @@ def orgs_tab() -> rx.Component:
                 ),
                 "admin-orgs",
             ),
-            rx.cond(AdminState.orgs_error == "", empty_state("building-2", "No organizations", "Nobody signed up yet.")),
+            rx.cond(
+                AdminState.orgs_error == "", empty_state("building-2", "No organizations", "Nobody signed up yet.")
+            ),
         ),
         width="100%",
     )
@@ -83,8 +108,13 @@ def catalog_tab() -> rx.Component:
         ("Model", "Kind", "Context", "Regions", "Price in / out per 1M", "OpenAI reference"),
         AdminState.models,
         lambda m: rx.table.row(
-            rx.table.cell(rx.vstack(rx.text(m["name"], weight="medium", size="2"),
-                                    rx.text(m["id"], size="1", color_scheme="gray"), spacing="0")),
+            rx.table.cell(
+                rx.vstack(
+                    rx.text(m["name"], weight="medium", size="2"),
+                    rx.text(m["id"], size="1", color_scheme="gray"),
+                    spacing="0",
+                )
+            ),
             rx.table.cell(rx.badge(m["kind"], variant="soft")),
             rx.table.cell(m["context"]),
             rx.table.cell(rx.text(m["regions"], size="1")),
@@ -106,8 +136,12 @@ def page() -> rx.Component:
             loading_rows(5),
             rx.cond(
                 s.forbidden,
-                empty_state("shield-off", "Operators only", "This page needs a platform operator account.",
-                            rx.link(rx.button("Back to my dashboard"), href="/")),
+                empty_state(
+                    "shield-off",
+                    "Operators only",
+                    "This page needs a platform operator account.",
+                    rx.link(rx.button("Back to my dashboard"), href="/"),
+                ),
                 rx.tabs.root(
                     rx.tabs.list(
                         rx.tabs.trigger("Nodes", value="nodes"),

@@ -1,5 +1,8 @@
 """``/orgs/{org}/environments``: dev / staging / prod, each in a region with its models and quotas."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -36,10 +39,20 @@ def env_card(e: dict[str, str]) -> rx.Component:
                 rx.cond(
                     EnvironmentsState.can_manage,
                     rx.hstack(
-                        rx.button("Edit", variant="soft", size="1", on_click=EnvironmentsState.open_edit(e["name"]),
-                                  data_testid="edit-env-" + e["name"]),
-                        rx.button("Delete", variant="ghost", color_scheme="red", size="1",
-                                  on_click=EnvironmentsState.ask_delete(e["name"])),
+                        rx.button(
+                            "Edit",
+                            variant="soft",
+                            size="1",
+                            on_click=EnvironmentsState.open_edit(e["name"]),
+                            data_testid="edit-env-" + e["name"],
+                        ),
+                        rx.button(
+                            "Delete",
+                            variant="ghost",
+                            color_scheme="red",
+                            size="1",
+                            on_click=EnvironmentsState.ask_delete(e["name"]),
+                        ),
                         spacing="2",
                     ),
                 ),
@@ -62,8 +75,14 @@ def env_card(e: dict[str, str]) -> rx.Component:
             rx.hstack(
                 rx.text("Quotas", size="1", color_scheme="gray", width="6rem"),
                 rx.text(
-                    e["rpm"] + " req/min · " + e["tpm"] + " tok/min · " + e["tpd"] + " tok/day · "
-                    + e["max_concurrency"] + " in flight",
+                    e["rpm"]
+                    + " req/min · "
+                    + e["tpm"]
+                    + " tok/min · "
+                    + e["tpd"]
+                    + " tok/day · "
+                    + e["max_concurrency"]
+                    + " in flight",
                     size="2",
                     color_scheme="gray",
                 ),
@@ -81,7 +100,7 @@ def model_checkbox(m: dict[str, str]) -> rx.Component:
     return rx.el.label(
         rx.hstack(
             rx.checkbox(
-                checked=EnvironmentsState.form_models.contains(m["id"]),  # type: ignore[attr-defined]
+                checked=EnvironmentsState.form_models.contains(m["id"]),
                 on_change=lambda on: EnvironmentsState.toggle_model(m["id"], on),
                 name="model-" + m["id"],
             ),
@@ -121,8 +140,14 @@ def env_dialog() -> rx.Component:
                         s.editing == "",
                         field(
                             "Name",
-                            rx.input(id="f-env-name", name="name", default_value=s.suggested_name,
-                                     placeholder="prod", size="3", auto_focus=True),
+                            rx.input(
+                                id="f-env-name",
+                                name="name",
+                                default_value=s.suggested_name,
+                                placeholder="prod",
+                                size="3",
+                                auto_focus=True,
+                            ),
                             error=s.name_error,
                             hint="dev, staging, prod… lower-case letters, digits and '-'.",
                             html_for="f-env-name",
@@ -153,8 +178,14 @@ def env_dialog() -> rx.Component:
                         *[
                             field(
                                 QUOTA_LABELS[q],
-                                rx.input(id=f"f-{q}", name=q, default_value=s.form_quotas[q], placeholder="inherit",
-                                         input_mode="numeric", size="2"),
+                                rx.input(
+                                    id=f"f-{q}",
+                                    name=q,
+                                    default_value=s.form_quotas[q],
+                                    placeholder="inherit",
+                                    input_mode="numeric",
+                                    size="2",
+                                ),
                                 error=s.quota_errors[q],
                                 html_for=f"f-{q}",
                             )
@@ -172,8 +203,12 @@ def env_dialog() -> rx.Component:
                     ),
                     rx.hstack(
                         rx.dialog.close(rx.button("Cancel", variant="soft", color_scheme="gray", type="button")),
-                        rx.button(rx.cond(s.editing != "", "Save", "Create environment"), type="submit",
-                                  loading=s.busy, data_testid="env-submit"),
+                        rx.button(
+                            rx.cond(s.editing != "", "Save", "Create environment"),
+                            type="submit",
+                            loading=s.busy,
+                            data_testid="env-submit",
+                        ),
                         spacing="3",
                         justify="end",
                         width="100%",
@@ -200,22 +235,25 @@ def page() -> rx.Component:
     )
     return signed_in_page(
         "environments",
-        page_header("Environments", "Separate dev, staging and prod: each with its region, models and quotas.",
-                    new_button),
+        page_header(
+            "Environments", "Separate dev, staging and prod: each with its region, models and quotas.", new_button
+        ),
         error_callout(s.error),
         rx.cond(
             s.loading,
             loading_rows(3),
             rx.cond(
-                s.rows.length() > 0,  # type: ignore[attr-defined]
+                s.rows.length() > 0,
                 rx.vstack(rx.foreach(s.rows, env_card), spacing="3", width="100%"),
                 empty_state(
                     "layers",
                     "No environments yet",
                     "Create your first environment: pick a region and the models it may call, "
                     "then create an API key for it.",
-                    rx.cond(s.can_manage, rx.button(rx.icon("plus", size=16), "Create an environment",
-                                                    on_click=s.open_create)),
+                    rx.cond(
+                        s.can_manage,
+                        rx.button(rx.icon("plus", size=16), "Create an environment", on_click=s.open_create),
+                    ),
                 ),
             ),
         ),

@@ -1,5 +1,8 @@
 """``/invite/{token}``: join an organization."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -26,19 +29,31 @@ def details() -> rx.Component:
             s.signed_in,
             rx.cond(
                 s.email_matches,
-                rx.button("Accept invitation", on_click=s.accept, loading=s.busy, size="3", width="100%",
-                          data_testid="accept-invite"),
+                rx.button(
+                    "Accept invitation",
+                    on_click=s.accept,
+                    loading=s.busy,
+                    size="3",
+                    width="100%",
+                    data_testid="accept-invite",
+                ),
                 rx.vstack(
-                    rx.callout("You are signed in as " + s.user_email + ". Log in as " + s.invitation["email"]
-                               + " to accept.", icon="info", width="100%"),
+                    rx.callout(
+                        "You are signed in as " + s.user_email + ". Log in as " + s.invitation["email"] + " to accept.",
+                        icon="info",
+                        width="100%",
+                    ),
                     rx.button("Log out", on_click=InviteState.logout, variant="soft", width="100%"),
                     width="100%",
                 ),
             ),
             rx.vstack(
                 rx.link(rx.button("Log in to accept", size="3", width="100%"), href=s.login_href, width="100%"),
-                rx.link(rx.button("Create an account", variant="soft", size="3", width="100%"), href=s.signup_href,
-                        width="100%"),
+                rx.link(
+                    rx.button("Create an account", variant="soft", size="3", width="100%"),
+                    href=s.signup_href,
+                    width="100%",
+                ),
                 width="100%",
                 spacing="2",
             ),
@@ -55,7 +70,10 @@ def page() -> rx.Component:
         rx.cond(
             s.loading,
             rx.center(rx.spinner(size="3"), padding="2rem"),
-            rx.cond(s.invitation.length() > 0, details(),  # type: ignore[attr-defined]
-                    rx.link(rx.button("Go to the dashboard", width="100%"), href="/", width="100%")),
+            rx.cond(
+                s.invitation.length() > 0,
+                details(),
+                rx.link(rx.button("Go to the dashboard", width="100%"), href="/", width="100%"),
+            ),
         ),
     )

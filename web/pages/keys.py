@@ -1,5 +1,8 @@
 """``/orgs/{org}/keys``: create (shown once), list, revoke and rotate API keys."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -34,8 +37,14 @@ def key_row(k: dict[str, str]) -> rx.Component:
                 KeysState.can_manage & live,
                 rx.hstack(
                     rx.button("Rotate", variant="soft", size="1", on_click=KeysState.ask_rotate(k["id"], k["name"])),
-                    rx.button("Revoke", variant="soft", color_scheme="red", size="1",
-                              on_click=KeysState.ask_revoke(k["id"], k["name"]), data_testid="revoke-" + k["name"]),
+                    rx.button(
+                        "Revoke",
+                        variant="soft",
+                        color_scheme="red",
+                        size="1",
+                        on_click=KeysState.ask_revoke(k["id"], k["name"]),
+                        data_testid="revoke-" + k["name"],
+                    ),
                     spacing="2",
                     justify="end",
                 ),
@@ -50,8 +59,10 @@ def keys_table() -> rx.Component:
     return rx.table.root(
         rx.table.header(
             rx.table.row(
-                *[rx.table.column_header_cell(h) for h in
-                  ("Name", "Key", "Environment", "Status", "Created", "Last used", "Expires", "")]
+                *[
+                    rx.table.column_header_cell(h)
+                    for h in ("Name", "Key", "Environment", "Status", "Created", "Last used", "Expires", "")
+                ]
             )
         ),
         rx.table.body(rx.foreach(KeysState.visible_keys, key_row)),
@@ -66,23 +77,45 @@ def create_dialog() -> rx.Component:
     return rx.dialog.root(
         rx.dialog.content(
             rx.dialog.title("Create an API key"),
-            rx.dialog.description("Keys call the OpenAI-compatible endpoint of one environment.", size="2",
-                                  color_scheme="gray", margin_bottom="1rem"),
+            rx.dialog.description(
+                "Keys call the OpenAI-compatible endpoint of one environment.",
+                size="2",
+                color_scheme="gray",
+                margin_bottom="1rem",
+            ),
             rx.form(
                 rx.vstack(
                     error_callout(s.create_error),
-                    text_input("Name", "name", error=s.name_error, placeholder="backend", auto_focus=True,
-                               hint="What uses it: a service, a notebook, CI…"),
+                    text_input(
+                        "Name",
+                        "name",
+                        error=s.name_error,
+                        placeholder="backend",
+                        auto_focus=True,
+                        hint="What uses it: a service, a notebook, CI…",
+                    ),
                     field(
                         "Environment",
-                        rx.select(s.env_names, value=s.key_env, on_change=s.set_key_env, size="3",
-                                  id="f-key-env", width="100%"),
+                        rx.select(
+                            s.env_names,
+                            value=s.key_env,
+                            on_change=s.set_key_env,
+                            size="3",
+                            id="f-key-env",
+                            width="100%",
+                        ),
                         html_for="f-key-env",
                     ),
                     field(
                         "Expires",
-                        rx.select(s.expiry_choices, value=s.key_expiry, on_change=s.set_key_expiry, size="3",
-                                  id="f-key-expiry", width="100%"),
+                        rx.select(
+                            s.expiry_choices,
+                            value=s.key_expiry,
+                            on_change=s.set_key_expiry,
+                            size="3",
+                            id="f-key-expiry",
+                            width="100%",
+                        ),
                         html_for="f-key-expiry",
                     ),
                     rx.hstack(
@@ -145,8 +178,13 @@ def page() -> rx.Component:
     s = KeysState
     new_button = rx.cond(
         s.can_manage,
-        rx.button(rx.icon("plus", size=16), "Create key", on_click=s.open_create, data_testid="new-key-button",
-                  disabled=s.envs.length() == 0),  # type: ignore[attr-defined]
+        rx.button(
+            rx.icon("plus", size=16),
+            "Create key",
+            on_click=s.open_create,
+            data_testid="new-key-button",
+            disabled=s.envs.length() == 0,
+        ),
     )
     return signed_in_page(
         "keys",
@@ -163,17 +201,24 @@ def page() -> rx.Component:
             s.loading,
             loading_rows(4),
             rx.cond(
-                s.envs.length() == 0,  # type: ignore[attr-defined]
-                empty_state("layers", "Create an environment first",
-                            "Keys belong to an environment (dev, staging, prod).",
-                            rx.link(rx.button("Go to environments"), href="/orgs/" + s.current_org + "/environments")),
+                s.envs.length() == 0,
+                empty_state(
+                    "layers",
+                    "Create an environment first",
+                    "Keys belong to an environment (dev, staging, prod).",
+                    rx.link(rx.button("Go to environments"), href="/orgs/" + s.current_org + "/environments"),
+                ),
                 rx.cond(
-                    s.visible_keys.length() > 0,  # type: ignore[attr-defined]
+                    s.visible_keys.length() > 0,
                     keys_table(),
-                    empty_state("key-round", "No API keys yet",
-                                "Create a key to call models from your code with any OpenAI SDK.",
-                                rx.cond(s.can_manage, rx.button(rx.icon("plus", size=16), "Create key",
-                                                                on_click=s.open_create))),
+                    empty_state(
+                        "key-round",
+                        "No API keys yet",
+                        "Create a key to call models from your code with any OpenAI SDK.",
+                        rx.cond(
+                            s.can_manage, rx.button(rx.icon("plus", size=16), "Create key", on_click=s.open_create)
+                        ),
+                    ),
                 ),
             ),
         ),
@@ -182,7 +227,9 @@ def page() -> rx.Component:
         confirm_dialog(
             open_=s.revoke_target != "",
             title="Revoke this key?",
-            description="“" + s.revoke_name + "” stops working immediately; calls with it get 401. This cannot be undone.",
+            description="“"
+            + s.revoke_name
+            + "” stops working immediately; calls with it get 401. This cannot be undone.",
             confirm_label="Revoke key",
             on_confirm=s.confirm_revoke,
             on_cancel=s.cancel_revoke,

@@ -1,5 +1,8 @@
 """``/login``: email + password, or an OAuth provider; comes back to ``?next=`` afterwards."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -12,11 +15,13 @@ from web.state.auth import AuthFormState, LoginState
 
 def oauth_buttons(state: type[AuthFormState]) -> rx.Component:
     return rx.cond(
-        state.oauth_links.length() > 0,  # type: ignore[attr-defined]
+        state.oauth_links.length() > 0,
         rx.vstack(
             rx.foreach(
                 state.oauth_links,
-                lambda p: rx.link(
+                # A document navigation: the browser leaves the app for the API and the provider (a
+                # client-side route would try to render the API's path as a page).
+                lambda p: rx.el.a(
                     rx.button(
                         rx.icon("log-in", size=16),
                         "Continue with " + p["name"],
@@ -27,7 +32,8 @@ def oauth_buttons(state: type[AuthFormState]) -> rx.Component:
                         type="button",
                     ),
                     href=p["href"],
-                    width="100%",
+                    reload_document=True,
+                    style={"width": "100%"},
                     data_testid="oauth-" + p["id"],
                 ),
             ),

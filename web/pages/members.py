@@ -1,5 +1,8 @@
 """``/orgs/{org}/members``: who is in the organization, their roles, and pending invitations."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -20,14 +23,23 @@ from web.state.members import ROLES, MembersState
 
 def member_row(m: dict[str, str]) -> rx.Component:
     return rx.table.row(
-        rx.table.cell(rx.vstack(rx.text(m["email"], weight="medium", size="2"),
-                                rx.cond(m["name"] != "", rx.text(m["name"], size="1", color_scheme="gray")),
-                                spacing="0")),
+        rx.table.cell(
+            rx.vstack(
+                rx.text(m["email"], weight="medium", size="2"),
+                rx.cond(m["name"] != "", rx.text(m["name"], size="1", color_scheme="gray")),
+                spacing="0",
+            )
+        ),
         rx.table.cell(
             rx.cond(
                 MembersState.can_manage & (m["email"] != MembersState.user_email),
-                rx.select(ROLES, value=m["role"], on_change=lambda r: MembersState.change_role(m["user_id"], r),
-                          size="1", aria_label="Role of " + m["email"]),
+                rx.select(
+                    ROLES,
+                    value=m["role"],
+                    on_change=lambda r: MembersState.change_role(m["user_id"], r),
+                    size="1",
+                    aria_label="Role of " + m["email"],
+                ),
                 rx.badge(m["role"], variant="soft"),
             )
         ),
@@ -55,8 +67,13 @@ def invitation_row(i: dict[str, str]) -> rx.Component:
         rx.table.cell(rx.badge(i["role"], variant="soft")),
         rx.table.cell(rx.text(i["expires"], size="2", color_scheme="gray")),
         rx.table.cell(
-            rx.button("Cancel", variant="ghost", color_scheme="gray", size="1",
-                      on_click=MembersState.cancel_invitation(i["id"])),
+            rx.button(
+                "Cancel",
+                variant="ghost",
+                color_scheme="gray",
+                size="1",
+                on_click=MembersState.cancel_invitation(i["id"]),
+            ),
             text_align="right",
         ),
         align="center",
@@ -87,7 +104,7 @@ def invitations_card() -> rx.Component:
             rx.vstack(
                 invite_form(MembersState, MembersState.invite),
                 rx.cond(
-                    MembersState.invitations.length() > 0,  # type: ignore[attr-defined]
+                    MembersState.invitations.length() > 0,
                     rx.table.root(
                         rx.table.header(
                             rx.table.row(
@@ -121,7 +138,7 @@ def page() -> rx.Component:
             loading_rows(3),
             rx.vstack(
                 rx.cond(
-                    MembersState.members.length() > 0,  # type: ignore[attr-defined]
+                    MembersState.members.length() > 0,
                     members_table(),
                     empty_state("users", "No members", "Invite your team to collaborate."),
                 ),

@@ -1,5 +1,8 @@
 """``/onboarding``: the first organization in one step, then invite the team (optional)."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -68,11 +71,14 @@ def invite_step() -> rx.Component:
             spacing="2",
             align="center",
         ),
-        rx.text("Invite teammates by email. They get a link to join with the role you choose.", size="2",
-                color_scheme="gray"),
+        rx.text(
+            "Invite teammates by email. They get a link to join with the role you choose.",
+            size="2",
+            color_scheme="gray",
+        ),
         invite_form(OnboardingState, OnboardingState.invite),
         rx.cond(
-            OnboardingState.sent.length() > 0,  # type: ignore[attr-defined]
+            OnboardingState.sent.length() > 0,
             rx.vstack(
                 rx.foreach(
                     OnboardingState.sent,

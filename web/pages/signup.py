@@ -1,5 +1,8 @@
 """``/signup``: a new account with email and password (or an OAuth provider), then onboarding."""
 
+# mypy: disable-error-code="attr-defined,operator,arg-type"
+# (Reflex state attributes are Vars on the class, which mypy sees as their Python types.)
+
 from __future__ import annotations
 
 import reflex as rx
@@ -22,10 +25,22 @@ def page() -> rx.Component:
         oauth_buttons(SignupState),
         rx.form(
             rx.vstack(
-                text_input("Name", "name", error=SignupState.name_error, placeholder="Ada Lovelace",
-                           auto_focus=True, auto_complete="name"),
-                text_input("Work email", "email", error=SignupState.email_error, type_="email",
-                           placeholder="you@company.com", auto_complete="email"),
+                text_input(
+                    "Name",
+                    "name",
+                    error=SignupState.name_error,
+                    placeholder="Ada Lovelace",
+                    auto_focus=True,
+                    auto_complete="name",
+                ),
+                text_input(
+                    "Work email",
+                    "email",
+                    error=SignupState.email_error,
+                    type_="email",
+                    placeholder="you@company.com",
+                    auto_complete="email",
+                ),
                 text_input(
                     "Password",
                     "password",

@@ -101,7 +101,7 @@ class LoginState(AuthFormState):
         password = str(form.get("password", ""))
         self.email_error = email_problem(email)
         if not password:
-            self.password_error = "Enter your password."
+            self.password_error = "Enter your password."  # noqa: S105 - a message, not a password
         if self.email_error or self.password_error:
             return
         self.busy = True

@@ -3,6 +3,7 @@ savings against OpenAI's list prices. Built on ``/orgs/{org}/billing`` and its s
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -160,7 +161,8 @@ class BillingState(SessionState):
         yield
         try:
             out = await self.api("POST", f"/orgs/{self.current_org}/billing/{path}", json=body)
-            yield rx.redirect(out["url"], is_external=False)
+            # Stripe's hosted page is another site: a full navigation, not a client-side route.
+            yield rx.call_script(f"window.location.assign({json.dumps(str(out['url']))})")
         except ApiError as exc:
             if exc.unauthenticated:
                 yield self.login_redirect()

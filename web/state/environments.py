@@ -103,7 +103,9 @@ class EnvironmentsState(SessionState):
                     "id": m["id"],
                     "name": m["name"],
                     "kind": m["kind"],
-                    "context": f"{m['context_length'] // 1024}K" if m["context_length"] >= 1024 else str(m["context_length"]),
+                    "context": f"{m['context_length'] // 1024}K"
+                    if m["context_length"] >= 1024
+                    else str(m["context_length"]),
                 }
                 for m in await self.api("GET", "/models")
             ]

@@ -37,6 +37,8 @@ def usd(value: Any, places: int = 2) -> str:
         amount = Decimal(str(value))
     except InvalidOperation:
         return str(value)
+    if amount != 0 and abs(amount) < Decimal("0.0001"):
+        return "<$0.0001" if amount > 0 else "-<$0.0001"
     if amount != 0 and abs(amount) < Decimal("0.01"):
         return f"${amount:.4f}".replace("$-", "-$")
     return f"${amount:,.{places}f}".replace("$-", "-$")

@@ -68,7 +68,9 @@ class InviteState(SessionState):
         try:
             out = await self.api("POST", f"/invitations/{quote(self._invite_token(), safe='')}/accept")
             await self.refresh_me()
-            slug = (out or {}).get("org_slug") or (out or {}).get("slug") or (self.orgs[-1]["slug"] if self.orgs else "")
+            slug = (
+                (out or {}).get("org_slug") or (out or {}).get("slug") or (self.orgs[-1]["slug"] if self.orgs else "")
+            )
             yield rx.toast.success(f"Welcome to {self.invitation.get('org', 'the organization')}")
             yield rx.redirect(f"/orgs/{slug}/environments" if slug else "/")
         except ApiError as exc:

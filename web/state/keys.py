@@ -143,16 +143,19 @@ class KeysState(SessionState):
         finally:
             self.busy = False
 
-    @rx.event
-    def close_reveal(self) -> None:
+    def _forget_key(self) -> None:
         """The only copy of the plaintext leaves the page with the dialog."""
         self.revealed_key = ""
         self.revealed_name = ""
 
     @rx.event
+    def close_reveal(self) -> None:
+        self._forget_key()
+
+    @rx.event
     def reveal_open_change(self, value: bool) -> None:
         if not value:
-            self.close_reveal()
+            self._forget_key()
 
     @rx.event
     def ask_revoke(self, key_id: str, name: str) -> None:

@@ -39,7 +39,7 @@ class QuickstartState(SessionState):
             f"curl {self.env['base_url']}/chat/completions \\\n"
             f'  -H "Authorization: Bearer {KEY_PLACEHOLDER}" \\\n'
             '  -H "Content-Type: application/json" \\\n'
-            f"  -d '{{\"model\": \"{self.chosen_model}\", "
+            f'  -d \'{{"model": "{self.chosen_model}", '
             '"messages": [{"role": "user", "content": "Hello!"}]}\''
         )
 

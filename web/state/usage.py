@@ -104,7 +104,10 @@ class UsageState(SessionState):
             self.loading = False
 
     async def _report(self, group_by: list[str], since: date, until: date) -> dict[str, Any]:
-        params: list[tuple[str, Any]] = [("since", since.isoformat()), ("until", (until + timedelta(days=1)).isoformat())]
+        params: list[tuple[str, Any]] = [
+            ("since", since.isoformat()),
+            ("until", (until + timedelta(days=1)).isoformat()),
+        ]
         params += [("group_by", g) for g in group_by]
         if self.env_filter != ALL_ENVS:
             params.append(("environment", self.env_filter))
@@ -124,8 +127,7 @@ class UsageState(SessionState):
         self.tokens_data, _ = pivot(tokens, days, self.breakdown, "tokens")
         self.cost_data, _ = pivot(rows, days, self.breakdown, "cost")
         self.series = [
-            {"key": f"s{i}", "name": n, "color": f"var(--{PALETTE[i % len(PALETTE)]}-9)"}
-            for i, n in enumerate(names)
+            {"key": f"s{i}", "name": n, "color": f"var(--{PALETTE[i % len(PALETTE)]}-9)"} for i, n in enumerate(names)
         ]
         day_rows = {str(r.get("day")): r for r in per_day["rows"]}
         self.daily = []
@@ -154,7 +156,8 @@ class UsageState(SessionState):
         }
         self.as_of = str(per_day.get("as_of") or "")
         self._raw = [
-            {c: r.get(c) for c in TABLE_COLUMNS} for r in sorted(detail["rows"], key=lambda r: str(r.get("day")), reverse=True)
+            {c: r.get(c) for c in TABLE_COLUMNS}
+            for r in sorted(detail["rows"], key=lambda r: str(r.get("day")), reverse=True)
         ]
         self.table = [
             {
@@ -231,5 +234,8 @@ class UsageState(SessionState):
         writer.writeheader()
         for r in self._raw:
             writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in TABLE_COLUMNS})
-        return rx.download(data=buf.getvalue(), filename=f"usage-{self.current_org}-{self.since}-{self.until}.csv",
-                           mime_type="text/csv")
+        return rx.download(
+            data=buf.getvalue(),
+            filename=f"usage-{self.current_org}-{self.since}-{self.until}.csv",
+            mime_type="text/csv",
+        )
