@@ -25,14 +25,16 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 import redis
 from sqlalchemy.engine import Engine
-from upstash_redis import Redis as UpstashRedis
 
 from cic.settings import Settings
+
+if TYPE_CHECKING:  # imported when used: only serverless deployments need it
+    from upstash_redis import Redis as UpstashRedis
 
 KEY_PREFIX = "cic:lock:job:"
 
@@ -135,6 +137,8 @@ class UpstashLock:
 
     @classmethod
     def from_credentials(cls, url: str, token: str) -> UpstashLock:
+        from upstash_redis import Redis as UpstashRedis
+
         return cls(UpstashRedis(url=url, token=token, allow_telemetry=False, rest_retries=1, rest_retry_interval=0.5))
 
     def acquire(self, key: str, ttl: timedelta) -> Lease | None:
