@@ -54,6 +54,7 @@ MAX_ATTEMPTS = 3
 DEFAULT_RESERVED_OUTPUT = 256  # tokens reserved for a response of unstated length; settled to the real count
 LEASE_RENEW_S = 20.0
 NO_NODE_RETRY_AFTER_S = 5
+LAYER_CACHE_MAX = 10_000  # identities whose limit layers are kept built
 
 _ENDPOINTS: dict[str, tuple[str, type[Any], frozenset[str]]] = {
     # path tail: (endpoint name, request model, model kinds it serves)
@@ -105,6 +106,9 @@ class GatewayState:
 class Gateway:
     def __init__(self, state: GatewayState) -> None:
         self.s = state
+        # id(identity) -> (identity, global limits, its layers): the key cache hands out one identity object
+        # per key until the key is reloaded; holding it keeps its id from being reused meanwhile.
+        self._layer_cache: dict[int, tuple[KeyIdentity, Limits, tuple[Layer, ...]]] = {}
 
     # --- entry ---------------------------------------------------------------------------------
 
@@ -220,13 +224,21 @@ class Gateway:
     # --- limits --------------------------------------------------------------------------------
 
     def _layers(self, ident: KeyIdentity) -> tuple[Layer, ...]:
+        glob = self.s.global_limits
+        cached = self._layer_cache.get(id(ident))
+        if cached is not None and cached[0] is ident and cached[1] is glob:
+            return cached[2]
         candidates = (
-            Layer("global", "all", self.s.global_limits),
+            Layer("global", "all", glob),
             Layer("organization", ident.org_id, ident.org_limits),
             Layer("environment", ident.environment_id, ident.env_limits),
             Layer("key", ident.key_id, ident.key_limits),
         )
-        return tuple(layer for layer in candidates if not layer.limits.empty)
+        layers = tuple(layer for layer in candidates if not layer.limits.empty)
+        if len(self._layer_cache) >= LAYER_CACHE_MAX:
+            self._layer_cache.clear()
+        self._layer_cache[id(ident)] = (ident, glob, layers)
+        return layers
 
     async def _admit(self, call: Call, req: Any) -> None:
         """One round trip checks and charges every layer; refusal is OpenAI's 429 naming the layer.

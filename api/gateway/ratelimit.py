@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -162,9 +162,26 @@ def _now_ms() -> int:
 
 
 def _result(raw: list[object], layers: tuple[Layer, ...], cost: int, lease: str, now: int, month: str) -> Admission:
+    if raw[0] == 1:  # admitted: the tightest layer's figures for the headers (integer replies)
+        v = cast(list[int], raw)
+        return Admission(
+            True,
+            lease,
+            cost,
+            now // MIN_MS,
+            now // DAY_MS,
+            layers,
+            month,
+            remaining_requests=v[1],
+            limit_requests=v[2],
+            reset_requests_ms=v[3],
+            remaining_tokens=v[4],
+            limit_tokens=v[5],
+            reset_tokens_ms=v[6],
+        )
     vals = [v.decode() if isinstance(v, bytes) else v for v in raw]
     adm = Admission(
-        allowed=vals[0] == 1,
+        allowed=False,
         lease_id=lease,
         reserved=cost,
         window=now // MIN_MS,
@@ -172,20 +189,10 @@ def _result(raw: list[object], layers: tuple[Layer, ...], cost: int, lease: str,
         layers=layers,
         month=month,
     )
-    if adm.allowed:
-        (
-            adm.remaining_requests,
-            adm.limit_requests,
-            adm.reset_requests_ms,
-            adm.remaining_tokens,
-            adm.limit_tokens,
-            adm.reset_tokens_ms,
-        ) = (int(v) for v in vals[1:7])  # type: ignore[call-overload]
-    else:
-        adm.layer = layers[int(vals[1]) - 1]  # type: ignore[call-overload]
-        adm.kind = str(vals[2])  # type: ignore[assignment]
-        adm.limit, adm.used, adm.retry_ms = (int(v) for v in vals[3:6])  # type: ignore[call-overload]
-        adm.settled = True
+    adm.layer = layers[int(vals[1]) - 1]  # type: ignore[call-overload]
+    adm.kind = str(vals[2])  # type: ignore[assignment]
+    adm.limit, adm.used, adm.retry_ms = (int(v) for v in vals[3:6])  # type: ignore[call-overload]
+    adm.settled = True
     return adm
 
 
@@ -236,16 +243,18 @@ class RedisLimiter:
         self._settle = LuaScript(_SETTLE)
         self._renew = LuaScript(_RENEW)
         self._ttl_arg = encode_args([lease_ttl_ms])
-        self._encoded: dict[Layer, tuple[bytes, bytes]] = {}
+        self._encoded: dict[tuple[str, str], tuple[Limits, bytes, bytes]] = {}
         self._pending: list[tuple[int, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    def _layer_args(self, layer: Layer) -> tuple[bytes, bytes]:
-        enc = self._encoded.get(layer)
-        if enc is None:
+    def _layer_args(self, layer: Layer) -> tuple[Limits, bytes, bytes]:
+        """(limits, admission arguments, settlement arguments), kept per layer while its limits hold."""
+        key = (layer.name, layer.id)
+        enc = self._encoded.get(key)
+        if enc is None or (enc[0] is not layer.limits and enc[0] != layer.limits):
             if len(self._encoded) >= ENCODED_LAYERS_MAX:
                 self._encoded.clear()
-            enc = self._encoded[layer] = _encode_layer(layer)
+            enc = self._encoded[key] = (layer.limits, *_encode_layer(layer))
         return enc
 
     async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
@@ -253,7 +262,7 @@ class RedisLimiter:
         month = month_of(now)
         parts = [encode_args((now, cost, lease_id)), self._ttl_arg, encode_args((len(layers), month))]
         for layer in layers:
-            parts.append(self._layer_args(layer)[0])
+            parts.append(self._layer_args(layer)[1])
         raw = await self._admit.run(self._conn, 6 + 6 * len(layers), b"".join(parts))
         return _result(raw, layers, cost, lease_id, now, month)
 
@@ -269,7 +278,7 @@ class RedisLimiter:
             )
         ]
         for layer in adm.layers:
-            parts.append(self._layer_args(layer)[1])
+            parts.append(self._layer_args(layer)[2])
         call = (7 + 5 * len(adm.layers), b"".join(parts))
         if wait:
             await self._settle.run(self._conn, *call)

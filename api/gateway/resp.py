@@ -45,6 +45,7 @@ __all__ = ["LuaScript", "RespClient", "encode_args"]
 Arg = bytes | str | int | float
 CONNECT_TIMEOUT_S = 2.0
 REPLY_TIMEOUT_S = 2.0
+TIMEOUT_GRACE_S = 0.05
 
 _ERRORS: dict[str, type[RedisError]] = {  # as redis-py maps them
     "NOSCRIPT": NoScriptError,
@@ -75,7 +76,9 @@ def _arg(value: Arg) -> bytes:
         data = value.encode()
     elif isinstance(value, bool):
         raise TypeError("booleans are ambiguous as Redis arguments; pass 0/1")
-    elif isinstance(value, int | float):
+    elif isinstance(value, int):
+        data = b"%d" % value
+    elif isinstance(value, float):
         data = repr(value).encode()
     else:
         raise TypeError(f"cannot send {type(value).__name__} to Redis")
@@ -114,7 +117,15 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
             return None, end + 2
         items: list[Any] = []
         at = end + 2
+        size = len(buf)
         for _ in range(n):
+            if at < size and buf[at] == 58:  # integers inline: the limiter's replies are arrays of them
+                stop = buf.find(b"\r\n", at)
+                if stop < 0:
+                    return _INCOMPLETE, pos
+                items.append(int(buf[at + 1 : stop]))
+                at = stop + 2
+                continue
             item, at = _parse(buf, at)
             if item is _INCOMPLETE:
                 return _INCOMPLETE, pos
@@ -138,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._buf = b""
         self._watchdog: asyncio.TimerHandle | None = None
+        self._overdue: asyncio.Future[Any] | None = None
 
     # --- asyncio.Protocol ---
 
@@ -175,38 +187,45 @@ class _Connection(asyncio.Protocol):
     # --- requests ---
 
     def request(self, packed: bytes) -> asyncio.Future[Any]:
-        """Write one command (or several: then call ``expect`` for the others first)."""
-        if self.closed or self.transport is None:
-            raise RedisConnectionError("Redis connection is closed")
+        """Write one command; its reply (or error) arrives on the future."""
         fut = self.loop.create_future()
-        self._waiting.append((fut, self.loop.time() + self.reply_timeout))
-        self.transport.write(packed)
-        if self._watchdog is None:
-            self._watchdog = self.loop.call_at(self._waiting[0][1], self._check_timeouts)
+        self._send(packed, ((fut, self.loop.time() + self.reply_timeout),))
         return fut
 
     def pipeline(self, commands: Sequence[bytes]) -> list[asyncio.Future[Any]]:
         """Write several commands at once; one future per command, in order."""
-        if self.closed or self.transport is None:
-            raise RedisConnectionError("Redis connection is closed")
         deadline = self.loop.time() + self.reply_timeout
         futs = [self.loop.create_future() for _ in commands]
-        self._waiting.extend((f, deadline) for f in futs)
-        self.transport.write(b"".join(commands))
+        self._send(b"".join(commands), [(f, deadline) for f in futs])
+        return futs
+
+    def _send(self, data: bytes, waiters: Iterable[tuple[asyncio.Future[Any], float]]) -> None:
+        if self.closed or self.transport is None:
+            raise RedisConnectionError("Redis connection is closed")
+        try:
+            self.transport.write(data)
+        except (RuntimeError, OSError) as exc:  # the transport went away under us
+            self.fail(RedisConnectionError(f"Redis connection lost: {exc}"))
+            raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
+        self._waiting.extend(waiters)
         if self._watchdog is None:
             self._watchdog = self.loop.call_at(self._waiting[0][1], self._check_timeouts)
-        return futs
 
     def _check_timeouts(self) -> None:
         """One timer per connection, not one per request: re-armed for the oldest reply still awaited."""
         self._watchdog = None
         if not self._waiting or self.closed:
             return
-        oldest = self._waiting[0][1]
-        if self.loop.time() >= oldest:
+        head, deadline = self._waiting[0]
+        if self.loop.time() < deadline:
+            self._watchdog = self.loop.call_at(deadline, self._check_timeouts)
+        elif self._overdue is not head:
+            # Overdue — unless the reply is already in the socket and the loop, stalled, has not read it yet:
+            # look once more after the loop has polled for I/O.
+            self._overdue = head
+            self._watchdog = self.loop.call_later(TIMEOUT_GRACE_S, self._check_timeouts)
+        else:
             self.fail(RedisTimeoutError(f"no reply from Redis within {self.reply_timeout:g} s"))
-            return
-        self._watchdog = self.loop.call_at(oldest, self._check_timeouts)
 
     def fail(self, exc: RedisError) -> None:
         """Close, and fail every caller still waiting: their replies can no longer be told apart."""
@@ -217,7 +236,7 @@ class _Connection(asyncio.Protocol):
         waiting, self._waiting = self._waiting, collections.deque()
         for fut, _ in waiting:
             if not fut.done():
-                fut.set_exception(exc)
+                fut.set_exception(type(exc)(*exc.args))
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
