@@ -27,7 +27,7 @@ from cic.models import ApiKey, BudgetAlert, Environment, Membership, Org, Role, 
 from cic.models.billing import AlertKind
 from cic.models.types import utcnow
 from cic.notify import EmailSender, NotificationError, email_sender
-from cic.services.usage import rollup_rows
+from cic.services import usage
 from cic.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,12 @@ def _check_org(
 ) -> None:
     spend: dict[tuple[str, str], int] = defaultdict(int)
     if budgets:
-        for _, r in rollup_rows(s, org_id, month_start, now):
-            spend[("org", org_id)] += r.cost_picousd
-            spend[("environment", r.environment_id)] += r.cost_picousd
-            spend[("key", r.api_key_id)] += r.cost_picousd
+        for (env_id, key_id), t in usage.aggregate(
+            s, month_start, now, org_id=org_id, by=["environment_id", "api_key_id"]
+        ).items():
+            spend[("org", org_id)] += t.cost_picousd
+            spend[("environment", env_id)] += t.cost_picousd
+            spend[("key", key_id)] += t.cost_picousd
     period = month_of(now)
     for _, scope, scope_id, cents in budgets:
         spent, limit = spend[(scope, scope_id)], cents * PICO_PER_CENT
@@ -117,8 +119,8 @@ def _check_org(
                 )
                 break  # 100 % implies 80 %: one mail, the more urgent one
 
-    last_day = sum(r.cost_picousd for _, r in rollup_rows(s, org_id, now - timedelta(days=1), now))
-    week = sum(r.cost_picousd for _, r in rollup_rows(s, org_id, now - timedelta(days=8), now - timedelta(days=1)))
+    last_day = usage.total(s, org_id, now - timedelta(days=1), now).cost_picousd
+    week = usage.total(s, org_id, now - timedelta(days=8), now - timedelta(days=1)).cost_picousd
     average = week // 7
     floor = int(Decimal(str(settings.spike_min_usd)) * PICO_PER_USD)
     # No baseline (a new org, a dormant one) is no spike: there is no average to be a multiple of.

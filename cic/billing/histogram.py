@@ -8,10 +8,11 @@ keys or models add up bucket by bucket — which exact percentiles cannot.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, func, literal_column
+from sqlalchemy import BigInteger, Integer, cast, func, literal_column, select
+from sqlalchemy.orm import Session
 
 GROWTH = 1.1
 _K = 1.0 / math.log(GROWTH)
@@ -51,3 +52,25 @@ def percentile(hist: Mapping[str, int], q: float) -> int | None:
         if seen >= rank:
             return round(GROWTH ** (int(b) + 0.5)) if int(b) > 0 else 1
     return None  # pragma: no cover - unreachable: ranks never exceed the total
+
+
+def merged_sql(
+    session: Session, table: Any, column: str, groups: Sequence[Any], where: Sequence[Any]
+) -> dict[tuple[Any, ...], Histogram]:
+    """Histograms in ``column`` of the rows of ``table`` matching ``where``, merged per ``groups`` by
+    the database (``json_each``): a few thousand small tuples back, however many rows were merged."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    col = getattr(table, column)
+    entries = (func.jsonb_each_text(col) if pg else func.json_each(col)).table_valued("key", "value").alias("h")
+    q = (
+        select(*groups, entries.c.key, func.sum(cast(entries.c.value, BigInteger)))
+        .select_from(table)
+        .join(entries, literal_column("true"))
+        .where(*where)
+        .group_by(*groups, entries.c.key)
+    )
+    out: dict[tuple[Any, ...], Histogram] = {}
+    for row in session.execute(q):
+        *key, b, n = row
+        out.setdefault(tuple(key), {})[str(b)] = int(n)
+    return out

@@ -6,7 +6,7 @@ and recomputes those hourly rows from the raw records, then the daily rows of th
 from the hourly rows. Recomputing a bucket from scratch makes a re-run give the same rows; reading a
 margin behind the cursor catches rows whose transaction committed after a later one's.
 
-Runs are serialised by an advisory lock on PostgreSQL (``cic.billing.locks``). Each hour is its own
+Runs are serialised by an advisory lock on PostgreSQL (``cic.billing.locks``). Each day is its own
 transaction, so a backfill of millions of records never holds one giant transaction; the cursor moves
 only once all are done.
 """
@@ -32,6 +32,7 @@ from cic.models.types import utcnow
 CURSOR = "usage_records"
 MARGIN = timedelta(minutes=5)
 HOUR = timedelta(hours=1)
+WHOLE_HOUR_ABOVE = 16  # touched orgs in a bucket above which the whole bucket is recomputed
 DAY = timedelta(days=1)
 _MEASURES = (
     "requests",
@@ -81,19 +82,18 @@ def run(engine: Engine, *, margin: timedelta = MARGIN) -> RollupResult:
             cursor = s.get(RollupCursor, CURSOR)
             since = cursor.position - margin if cursor else None
             touched, high = _touched(s, since)
-        records = hourly_rows = 0
-        days: dict[date, set[str]] = defaultdict(set)
+        records = hourly_rows = daily_rows = 0
+        days: dict[date, list[datetime]] = defaultdict(list)
         for hour in sorted(touched):
-            orgs = sorted(touched[hour])
+            days[hour.date()].append(hour)
+        for day, hours in sorted(days.items()):
+            # One transaction per day: its hours, then the day from them.
             with Session(engine) as s, s.begin():
-                n_rows, n_records = _fold_hour(s, hour, orgs)
-            hourly_rows += n_rows
-            records += n_records
-            days[hour.date()].update(orgs)
-        daily_rows = 0
-        for day in sorted(days):
-            with Session(engine) as s, s.begin():
-                daily_rows += _fold_day(s, day, sorted(days[day]))
+                for hour in hours:
+                    n_rows, n_records = _fold_hour(s, hour, _which(touched[hour]))
+                    hourly_rows += n_rows
+                    records += n_records
+                daily_rows += _fold_day(s, day, _which(set().union(*(touched[h] for h in hours))))
         if high is not None:
             with Session(engine) as s, s.begin():
                 row = s.get(RollupCursor, CURSOR) or RollupCursor(name=CURSOR, position=high)
@@ -109,6 +109,11 @@ def run(engine: Engine, *, margin: timedelta = MARGIN) -> RollupResult:
         cursor=high if high is not None else (cursor.position if cursor else None),
         seconds=time.monotonic() - started,
     )
+
+
+def _which(orgs: set[str]) -> list[str] | None:
+    """A few orgs: just their rows (index on org and time). Many: every org's (index on time)."""
+    return sorted(orgs) if len(orgs) <= WHOLE_HOUR_ABOVE else None
 
 
 def cursor_position(session: Session) -> datetime | None:
@@ -155,15 +160,21 @@ def _dims_of(row: Any) -> Dims:
     return (row.org_id, row.environment_id, row.api_key_id, row.model_id, row.region_code)
 
 
-def _fold_hour(session: Session, hour: datetime, orgs: Sequence[str]) -> tuple[int, int]:
-    """Recompute the hourly rows of ``orgs`` for ``hour`` from the raw records. Returns (rows, records)."""
+def _fold_hour(session: Session, hour: datetime, orgs: Sequence[str] | None) -> tuple[int, int]:
+    """Recompute the hourly rows of ``orgs`` (``None``: every org) for ``hour`` from the raw records.
+    Returns (rows, records)."""
     dialect = session.get_bind().dialect.name
     r = UsageRecord
     dims = [col(getattr(r, d)) for d in DIMENSIONS]
-    where = (col(r.created_at) >= hour, col(r.created_at) < hour + HOUR, col(r.org_id).in_(orgs))
-    sums = (
+    where = [col(r.created_at) >= hour, col(r.created_at) < hour + HOUR]
+    if orgs is not None:
+        where.append(col(r.org_id).in_(orgs))
+    # One pass for the sums and the latency histogram (grouped by latency bucket too), one for TTFT.
+    lat = histogram.bucket_sql(col(r.latency_ms), dialect).label("b")
+    q = (
         select(
             *dims,
+            lat,
             func.count().label("requests"),
             func.sum(case((col(r.status) == "error", 1), else_=0)).label("errors"),
             func.sum(r.prompt_tokens).label("prompt_tokens"),
@@ -175,22 +186,30 @@ def _fold_hour(session: Session, hour: datetime, orgs: Sequence[str]) -> tuple[i
             func.coalesce(func.sum(r.ttft_ms), 0).label("ttft_ms_sum"),
         )
         .where(*where)
-        .group_by(*dims)
+        .group_by(*dims, lat)
     )
     rows: dict[Dims, dict[str, Any]] = {}
-    for row in session.execute(sums):
-        rows[_dims_of(row)] = {
-            **dict(zip(DIMENSIONS, _dims_of(row), strict=True)),
-            **{m: int(getattr(row, m) or 0) for m in _MEASURES},
-            "latency_hist": {},
-            "ttft_hist": {},
-        }
-    for column, key in ((col(r.latency_ms), "latency_hist"), (col(r.ttft_ms), "ttft_hist")):
-        b = histogram.bucket_sql(column, dialect).label("b")
-        q = select(*dims, b, func.count().label("n")).where(*where, column.is_not(None)).group_by(*dims, b)
-        for row in session.execute(q):
-            rows[_dims_of(row)][key][str(row.b)] = int(row.n)
-    session.exec(delete(UsageHourly).where(col(UsageHourly.hour) == hour, col(UsageHourly.org_id).in_(orgs)))
+    for row in session.execute(q):
+        k = _dims_of(row)
+        acc = rows.get(k)
+        if acc is None:
+            acc = rows[k] = {
+                **dict(zip(DIMENSIONS, k, strict=True)),
+                **dict.fromkeys(_MEASURES, 0),
+                "latency_hist": {},
+                "ttft_hist": {},
+            }
+        for m in _MEASURES:
+            acc[m] += int(getattr(row, m) or 0)
+        acc["latency_hist"][str(row.b)] = int(row.requests)
+    tb = histogram.bucket_sql(col(r.ttft_ms), dialect).label("b")
+    tq = select(*dims, tb, func.count().label("n")).where(*where, col(r.ttft_ms).is_not(None)).group_by(*dims, tb)
+    for row in session.execute(tq):
+        rows[_dims_of(row)]["ttft_hist"][str(row.b)] = int(row.n)
+    old = delete(UsageHourly).where(col(UsageHourly.hour) == hour)
+    if orgs is not None:
+        old = old.where(col(UsageHourly.org_id).in_(orgs))
+    session.execute(old)
     now = utcnow()
     values = [{**v, "hour": hour, "updated_at": now} for v in rows.values()]
     if values:
@@ -198,30 +217,31 @@ def _fold_hour(session: Session, hour: datetime, orgs: Sequence[str]) -> tuple[i
     return len(values), sum(v["requests"] for v in values)
 
 
-def _fold_day(session: Session, day: date, orgs: Sequence[str]) -> int:
-    """Recompute the daily rows of ``orgs`` for ``day`` from the hourly rows."""
+def _fold_day(session: Session, day: date, orgs: Sequence[str] | None) -> int:
+    """Recompute the daily rows of ``orgs`` (``None``: every org) for ``day`` from the hourly rows."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    hourly = session.scalars(
-        select(UsageHourly).where(
-            col(UsageHourly.hour) >= start, col(UsageHourly.hour) < start + DAY, col(UsageHourly.org_id).in_(orgs)
-        )
-    )
+    h = UsageHourly
+    dims = [col(getattr(h, d)) for d in DIMENSIONS]
+    where = [col(h.hour) >= start, col(h.hour) < start + DAY]
+    if orgs is not None:
+        where.append(col(h.org_id).in_(orgs))
+    sums = select(*dims, *(func.sum(getattr(h, m)).label(m) for m in _MEASURES)).where(*where).group_by(*dims)
     acc: dict[Dims, dict[str, Any]] = {}
-    for h in hourly:
-        k = _dims_of(h)
-        a = acc.get(k)
-        if a is None:
-            a = acc[k] = {
-                **dict(zip(DIMENSIONS, k, strict=True)),
-                **dict.fromkeys(_MEASURES, 0),
-                "latency_hist": {},
-                "ttft_hist": {},
-            }
-        for m in _MEASURES:
-            a[m] += getattr(h, m)
-        a["latency_hist"] = histogram.merge((a["latency_hist"], h.latency_hist))
-        a["ttft_hist"] = histogram.merge((a["ttft_hist"], h.ttft_hist))
-    session.exec(delete(UsageDaily).where(col(UsageDaily.day) == day, col(UsageDaily.org_id).in_(orgs)))
+    for row in session.execute(sums):
+        k = _dims_of(row)
+        acc[k] = {
+            **dict(zip(DIMENSIONS, k, strict=True)),
+            **{m: int(getattr(row, m) or 0) for m in _MEASURES},
+            "latency_hist": {},
+            "ttft_hist": {},
+        }
+    for column in ("latency_hist", "ttft_hist"):
+        for k, hist in histogram.merged_sql(session, h, column, dims, where).items():
+            acc[k][column] = hist
+    old = delete(UsageDaily).where(col(UsageDaily.day) == day)
+    if orgs is not None:
+        old = old.where(col(UsageDaily.org_id).in_(orgs))
+    session.execute(old)
     now = utcnow()
     values = [{**v, "day": day, "updated_at": now} for v in acc.values()]
     if values:

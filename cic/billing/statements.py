@@ -34,8 +34,8 @@ from cic.models import (
 )
 from cic.models.billing import AccrualKind, BillingStatus, StatementStatus
 from cic.models.types import utcnow
+from cic.services import usage
 from cic.services.authz import Actor, authorize_org
-from cic.services.usage import rollup_rows
 from cic.settings import Settings
 
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -216,7 +216,7 @@ def statement(session: Session, actor: Actor, org_ref: str, month: str) -> State
     through = priced_through(session)
     pending = 0
     if not closed and through is not None and through < end:
-        pending = sum(r.cost_picousd for _, r in rollup_rows(session, org.id, max(start, through), min(end, utcnow())))
+        pending = usage.total(session, org.id, max(start, through), min(end, utcnow())).cost_picousd
     return Statement(
         org_id=org.id,
         month=month,
@@ -283,23 +283,20 @@ def summary(session: Session, actor: Actor, org_ref: str, settings: Settings) ->
     acct = account(session, org.id)
     block = blocked_after(acct, settings)
 
-    gross = tokens = reference = 0
-    per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for _, r in rollup_rows(session, org.id, start, now):
-        gross += r.cost_picousd
-        tokens += r.prompt_tokens + r.completion_tokens
-        per_model[r.model_id][0] += r.prompt_tokens
-        per_model[r.model_id][1] += r.completion_tokens
+    per_model = {k[0]: t for k, t in usage.aggregate(session, start, now, org_id=org.id, by=["model"]).items()}
+    gross = sum(t.cost_picousd for t in per_model.values())
+    tokens = sum(t.tokens for t in per_model.values())
     refs = {
         m.id: (m.reference_input_per_1m_micros, m.reference_output_per_1m_micros)
         for m in session.exec(select(CatalogModel).where(col(CatalogModel.id).in_(list(per_model)))).all()
     }
-    for model, (p, c) in per_model.items():
+    reference = 0
+    for model, t in per_model.items():
         ref_in, ref_out = refs.get(model, (0, 0))
-        reference += p * ref_in + c * ref_out  # tokens × µ$ per 1M = pico-dollars
+        reference += t.prompt_tokens * ref_in + t.completion_tokens * ref_out  # tokens × µ$ per 1M = pico-dollars
 
     # Forecast: this month so far, plus the last seven days' daily average for the days left.
-    week = sum(r.cost_picousd for _, r in rollup_rows(session, org.id, now - timedelta(days=7), now))
+    week = usage.total(session, org.id, now - timedelta(days=7), now).cost_picousd
     days_left = Decimal((end - now).total_seconds()) / 86400
     forecast = gross + int(Decimal(week) / 7 * days_left)
 

@@ -24,6 +24,7 @@ class UsageRecord(SQLModel, table=True):
         Index("ix_usage_records_org_id_created_at", "org_id", "created_at"),
         Index("ix_usage_records_environment_id_created_at", "environment_id", "created_at"),
         Index("ix_usage_records_ingested_at", "ingested_at"),
+        Index("ix_usage_records_created_at", "created_at"),  # the roll-up reads whole hours
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)

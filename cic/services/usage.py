@@ -1,18 +1,19 @@
 """Usage queries, answered from the hourly and daily roll-ups — never from the raw usage records.
 
 A range is read at hourly resolution (``since`` is rounded down and ``until`` up to the hour): whole
-UTC days from ``usage_daily``, the partial days at either end from ``usage_hourly``. Latency and TTFT
-percentiles come from the merged histograms of the rows read.
+UTC days from ``usage_daily``, the partial days at either end from ``usage_hourly``. The database sums
+and groups; latency and TTFT percentiles come from histograms merged by the database as well, so a
+query returns a few hundred small rows whatever the traffic was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func
+from sqlalchemy import Date, cast, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -25,11 +26,13 @@ from cic.services.authz import Actor, authorize_org
 from cic.services.environments import find_env
 
 GroupBy = Literal["day", "model", "environment"]
+Dimension = Literal["day", "model", "environment_id", "api_key_id", "org_id"]
 DAY = timedelta(days=1)
+_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_picousd")
 
 
 @dataclass
-class _Acc:
+class Totals:
     requests: int = 0
     errors: int = 0
     prompt_tokens: int = 0
@@ -39,18 +42,12 @@ class _Acc:
     latency: histogram.Histogram = field(default_factory=dict)
     ttft: histogram.Histogram = field(default_factory=dict)
 
-    def add(self, r: UsageHourly | UsageDaily) -> None:
-        self.requests += r.requests
-        self.errors += r.errors
-        self.prompt_tokens += r.prompt_tokens
-        self.completion_tokens += r.completion_tokens
-        self.cached_tokens += r.cached_tokens
-        self.cost_picousd += r.cost_picousd
-        self.latency = histogram.merge((self.latency, r.latency_hist))
-        self.ttft = histogram.merge((self.ttft, r.ttft_hist))
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
-    def merge(self, other: _Acc) -> None:
-        for f in ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_picousd"):
+    def merge(self, other: Totals) -> None:
+        for f in _SUMS:
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.latency = histogram.merge((self.latency, other.latency))
         self.ttft = histogram.merge((self.ttft, other.ttft))
@@ -91,33 +88,78 @@ def _spans(
     d0 = _floor_day(lo) if _floor_day(lo) == lo else _floor_day(lo) + DAY
     d1 = _floor_day(hi)
     if d0 >= d1:
-        return [(lo, hi)], None
+        return ([(lo, hi)] if lo < hi else []), None
     return [(a, b) for a, b in ((lo, d0), (d1, hi)) if a < b], (d0, d1)
 
 
-def rollup_rows(
-    session: Session, org_id: str, since: datetime, until: datetime, env_id: str | None = None
-) -> Iterable[tuple[date, UsageHourly | UsageDaily]]:
-    """(day, roll-up row) pairs covering [since, until) at hourly resolution, whole days from the daily
-    table and the rest from the hourly one."""
+def _as_date(v: Any) -> date:
+    if isinstance(v, datetime):
+        return v.date()
+    if isinstance(v, str):
+        return date.fromisoformat(v[:10])
+    assert isinstance(v, date)
+    return v
+
+
+def aggregate(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    org_id: str | None = None,
+    env_id: str | None = None,
+    by: Sequence[Dimension] = (),
+    percentiles: bool = False,
+) -> dict[tuple[Any, ...], Totals]:
+    """Roll-up totals over [since, until) (hourly resolution) grouped by ``by``, summed by the database;
+    with ``percentiles``, the merged latency and TTFT histograms too."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    out: dict[tuple[Any, ...], Totals] = {}
     hourly_spans, days = _spans(since, until)
-    for a, b in hourly_spans:
-        q = select(UsageHourly).where(
-            UsageHourly.org_id == org_id, col(UsageHourly.hour) >= a, col(UsageHourly.hour) < b
-        )
-        if env_id:
-            q = q.where(UsageHourly.environment_id == env_id)
-        for h in session.exec(q):
-            yield h.hour.date(), h
+    sources: list[tuple[Any, list[Any]]] = [
+        (UsageHourly, [col(UsageHourly.hour) >= a, col(UsageHourly.hour) < b]) for a, b in hourly_spans
+    ]
     if days is not None:
-        d0, d1 = days
-        dq = select(UsageDaily).where(
-            UsageDaily.org_id == org_id, col(UsageDaily.day) >= d0.date(), col(UsageDaily.day) < d1.date()
-        )
-        if env_id:
-            dq = dq.where(UsageDaily.environment_id == env_id)
-        for d in session.exec(dq):
-            yield d.day, d
+        sources.append((UsageDaily, [col(UsageDaily.day) >= days[0].date(), col(UsageDaily.day) < days[1].date()]))
+    for table, where in sources:
+        if org_id is not None:
+            where.append(table.org_id == org_id)
+        if env_id is not None:
+            where.append(table.environment_id == env_id)
+        groups = [_dimension(table, d, pg) for d in by]
+        q = sa_select(*groups, *(func.sum(getattr(table, m)) for m in _SUMS)).where(*where)
+        if groups:
+            q = q.group_by(*groups)
+        for row in session.execute(q):
+            key = _key(row[: len(groups)], by)
+            values = row[len(groups) :]
+            if values[0] is None:
+                continue  # no rows at all in this span
+            t = out.setdefault(key, Totals())
+            for m, v in zip(_SUMS, values, strict=True):
+                setattr(t, m, getattr(t, m) + int(v or 0))
+        if percentiles:
+            for column, attr in (("latency_hist", "latency"), ("ttft_hist", "ttft")):
+                for k, hist in histogram.merged_sql(session, table, column, groups, where).items():
+                    t = out.setdefault(_key(k, by), Totals())
+                    setattr(t, attr, histogram.merge((getattr(t, attr), hist)))
+    return out
+
+
+def _dimension(table: Any, d: Dimension, pg: bool) -> Any:
+    if d == "day":
+        if table is UsageDaily:
+            return col(UsageDaily.day)
+        return cast(col(UsageHourly.hour), Date) if pg else func.date(col(UsageHourly.hour))
+    return getattr(table, "model_id" if d == "model" else d)
+
+
+def _key(values: Sequence[Any], by: Sequence[Dimension]) -> tuple[Any, ...]:
+    return tuple(_as_date(v) if d == "day" else v for v, d in zip(values, by, strict=True))
+
+
+def total(session: Session, org_id: str, since: datetime, until: datetime, *, env_id: str | None = None) -> Totals:
+    return aggregate(session, since, until, org_id=org_id, env_id=env_id).get((), Totals())
 
 
 def report(
@@ -139,25 +181,23 @@ def report(
         # A deleted environment's usage stays queryable by id.
         env_id = env_ref if env_ref.startswith("env_") else find_env(session, org, env_ref).id
     names = dict(session.exec(select(Environment.id, Environment.name).where(Environment.org_id == org.id)).all())
-
-    groups: dict[tuple[Any, ...], _Acc] = {}
-    for day, r in rollup_rows(session, org.id, since, until, env_id):
-        key = tuple(
-            day if g == "day" else r.model_id if g == "model" else names.get(r.environment_id, r.environment_id)
-            for g in group_by
-        )
-        groups.setdefault(key, _Acc()).add(r)
-    rows = [groups[k].row(**dict(zip(group_by, k, strict=True))) for k in sorted(groups, key=_sort_key)]
-    total = _Acc()
-    for acc in groups.values():
-        total.merge(acc)
+    dims: list[Dimension] = ["environment_id" if g == "environment" else g for g in group_by]
+    groups = aggregate(session, since, until, org_id=org.id, env_id=env_id, by=dims, percentiles=True)
+    labelled: dict[tuple[Any, ...], Totals] = {}
+    for key, t in groups.items():
+        label = tuple(names.get(v, v) if g == "environment" else v for g, v in zip(group_by, key, strict=True))
+        labelled.setdefault(label, Totals()).merge(t)
+    rows = [labelled[k].row(**dict(zip(group_by, k, strict=True))) for k in sorted(labelled, key=_sort_key)]
+    totals = Totals()
+    for t in labelled.values():
+        totals.merge(t)
     return UsageReport(
         org_id=org.id,
         since=since,
         until=until,
         group_by=list(group_by),
         rows=rows,
-        totals=total.row(),
+        totals=totals.row(),
         as_of=rollup.cursor_position(session),
     )
 
@@ -175,28 +215,7 @@ class OrgTotals:
 
 def totals_by_org(session: Session, since: datetime, until: datetime) -> dict[str, OrgTotals]:
     """Requests, tokens and list cost per org over a range (hourly resolution), summed in the database."""
-    out: dict[str, list[int]] = {}
-
-    def add(table: Any, *where: Any) -> None:
-        q = (
-            sa_select(
-                col(table.org_id),
-                func.sum(table.requests),
-                func.sum(table.prompt_tokens + table.completion_tokens),
-                func.sum(table.cost_picousd),
-            )
-            .where(*where)
-            .group_by(col(table.org_id))
-        )
-        for org_id, req, tok, cost in session.execute(q):
-            acc = out.setdefault(org_id, [0, 0, 0])
-            acc[0] += int(req or 0)
-            acc[1] += int(tok or 0)
-            acc[2] += int(cost or 0)
-
-    hourly_spans, days = _spans(since, until)
-    for a, b in hourly_spans:
-        add(UsageHourly, col(UsageHourly.hour) >= a, col(UsageHourly.hour) < b)
-    if days is not None:
-        add(UsageDaily, col(UsageDaily.day) >= days[0].date(), col(UsageDaily.day) < days[1].date())
-    return {k: OrgTotals(*v) for k, v in out.items()}
+    return {
+        k[0]: OrgTotals(t.requests, t.tokens, t.cost_picousd)
+        for k, t in aggregate(session, since, until, by=["org_id"]).items()
+    }
