@@ -19,9 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from sqlalchemy.engine import Engine
 
-from tests.conftest import CIC, REDIS_URL
+from cic import migrations
+from cic.db import make_engine, session_scope
+from cic.services import catalog
+from cic.settings import Settings
+from tests.conftest import CIC, REDIS_URL, create_database, drop_database
 from tests.fakes.oidc_provider import OidcProvider
 from tests.servers import LoopThread, Sims, free_port, wait_until
 
@@ -39,6 +44,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "Correct-Horse-42!"
+# Waits for the page to show something: generous, as a loaded 2-core machine can take seconds per page.
+TIMEOUT_MS = 30_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,14 +83,38 @@ def platform_env(**overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def platform(database_url: str, e2e_oidc: OidcProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def e2e_database() -> Iterator[str]:
+    """A database of its own: the platform process works in it while tests run, so the suite's
+    per-test TRUNCATE of the shared test database never races it. Every test makes its own users."""
+    url = create_database("cic_e2e")
+    try:
+        migrations.upgrade(url)
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def e2e_engine(e2e_database: str) -> Iterator[Engine]:
+    """The e2e database, for what a test arranges behind the dashboard's back (nodes, roll-ups)."""
+    eng = make_engine(Settings(env="local", database_url=e2e_database, redis_url=REDIS_URL))
+    with session_scope(eng) as s:
+        catalog.seed(s)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def platform(
+    e2e_database: str, e2e_engine: Engine, e2e_oidc: OidcProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
     """``cic up`` on the test database: the dashboard built once for this session, no demo tenant, no
     simulated nodes (tests add their own), jobs run by the tests when they need them."""
     home = tmp_path_factory.mktemp("platform")
     port = free_port()
     url = f"http://localhost:{port}"
     env = platform_env(
-        CIC_DATABASE_URL=database_url,
+        CIC_DATABASE_URL=e2e_database,
         CIC_REDIS_URL=REDIS_URL,
         CIC_SPOOL_DIR=str(home / "spool"),
         CIC_NODE_REFRESH_S="0.2",
@@ -177,7 +209,7 @@ def new_page(browser: Browser) -> Iterator[Any]:
 
     def _new() -> Page:
         ctx = browser.new_context(viewport={"width": 1360, "height": 900}, locale="en-US", timezone_id="UTC")
-        ctx.set_default_timeout(20_000)
+        ctx.set_default_timeout(TIMEOUT_MS)
         contexts.append(ctx)
         return ctx.new_page()
 

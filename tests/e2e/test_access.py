@@ -52,14 +52,16 @@ def test_oauth_log_in(platform: Platform, new_page, shots: Shots) -> None:
         platform.oidc.faults.deny = False
 
 
-def test_expired_session_goes_to_log_in_and_back(platform: Platform, new_page, shots: Shots, engine: Engine) -> None:
+def test_expired_session_goes_to_log_in_and_back(
+    platform: Platform, new_page, shots: Shots, e2e_engine: Engine
+) -> None:
     page = new_page()
     email = f"eve-{secrets.token_hex(3)}@example.com"
     sign_up(page, platform.url, email)
     slug = create_org(page, "Eve Corp")
     expect(page.get_by_text("No environments yet")).to_be_visible()
     # The session ends behind the dashboard's back (expiry, revocation, a password change elsewhere).
-    with Session(engine) as s:
+    with Session(e2e_engine) as s:
         user = users.get_by_email(s, email)
         assert user is not None
         s.execute(update(UserSession).where(col(UserSession.user_id) == user.id).values(revoked_at=utcnow()))
@@ -92,9 +94,9 @@ def test_another_tenants_pages_are_not_found(platform: Platform, new_page, shots
     third.wait_for_url(re.compile(r"/login/?\?next="))
 
 
-def test_operator_page(platform: Platform, new_page, shots: Shots, engine: Engine, e2e_sims: Sims) -> None:
+def test_operator_page(platform: Platform, new_page, shots: Shots, e2e_engine: Engine, e2e_sims: Sims) -> None:
     email = f"ops-{secrets.token_hex(3)}@example.com"
-    with Session(engine) as s:
+    with Session(e2e_engine) as s:
         users.create_user(s, email=email, password=PASSWORD, name="Ops", is_platform_admin=True)
         node_id = add_node(s, e2e_sims.start(model="mistral-7b"), model="mistral-7b", region="eu-west")
         s.commit()
@@ -111,7 +113,7 @@ def test_operator_page(platform: Platform, new_page, shots: Shots, engine: Engin
     page.get_by_role("tab", name="Model catalog").click()
     expect(page.get_by_test_id("admin-catalog")).to_contain_text("llama-3-8b")
     shots(page, "admin-catalog")
-    with Session(engine) as s:
+    with Session(e2e_engine) as s:
         assert s.get(User, users.get_by_email(s, email).id) is not None  # type: ignore[union-attr]
 
     # Someone who is not an operator sees that the page is not for them.
@@ -119,3 +121,36 @@ def test_operator_page(platform: Platform, new_page, shots: Shots, engine: Engin
     sign_up(other, platform.url, f"cust-{secrets.token_hex(3)}@example.com")
     other.goto(f"{platform.url}/admin")
     expect(other.get_by_text("Operators only")).to_be_visible()
+
+
+def test_invitation_by_link(platform: Platform, new_page, shots: Shots) -> None:
+    owner = new_page()
+    sign_up(owner, platform.url, f"lead-{secrets.token_hex(3)}@example.com")
+    slug = create_org(owner, "Invite Co")
+    owner.get_by_test_id("nav-members").click()
+    owner.wait_for_url("**/members")
+    invitee = f"new-{secrets.token_hex(3)}@example.com"
+    owner.get_by_label("Email").fill("not an email")
+    owner.get_by_test_id("invite-submit").click()
+    expect(owner.get_by_text("Enter a valid email address", exact=False)).to_be_visible()
+    owner.get_by_label("Email").fill(invitee)
+    owner.get_by_test_id("invite-submit").click()
+    # No mail server here: the page hands over the link instead.
+    link = owner.get_by_test_id("invite-link").inner_text().strip()
+    assert "/invite/" in link, link
+    expect(owner.get_by_text(invitee, exact=True)).to_be_visible()
+    shots(owner, "members-invited")
+
+    guest = new_page()
+    guest.goto(link)
+    expect(guest.get_by_role("heading", name="Join Invite Co")).to_be_visible()
+    shots(guest, "invitation")
+    guest.get_by_role("link", name="Create an account").click()
+    guest.get_by_label("Name").fill("Newcomer")
+    guest.get_by_label("Work email").fill(invitee)
+    guest.get_by_label("Password").fill(PASSWORD)
+    guest.get_by_test_id("signup-submit").click()
+    guest.wait_for_url("**/invite/*")
+    guest.get_by_test_id("accept-invite").click()
+    guest.wait_for_url(f"**/orgs/{slug}/environments")
+    expect(guest.get_by_test_id("org-switcher")).to_contain_text("Invite Co")

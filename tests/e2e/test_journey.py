@@ -20,7 +20,7 @@ from tests.servers import Sims, wait_until
 US_EAST = "US East (N. Virginia) (us-east)"
 
 
-def test_journey(platform: Platform, new_page, shots: Shots, engine: Engine, e2e_sims: Sims) -> None:
+def test_journey(platform: Platform, new_page, shots: Shots, e2e_engine: Engine, e2e_sims: Sims) -> None:
     base = platform.url
     page = new_page()
 
@@ -76,7 +76,7 @@ def test_journey(platform: Platform, new_page, shots: Shots, engine: Engine, e2e
     shots(page, "keys")
 
     # A node serving the model, then the call through the official SDK.
-    with Session(engine) as s:
+    with Session(e2e_engine) as s:
         add_node(s, e2e_sims.start(model="llama-3-8b"), model="llama-3-8b", region="us-east")
     client = openai.OpenAI(base_url=f"{base}/{slug}/prod/v1", api_key=key, max_retries=0, timeout=30)
 
@@ -100,9 +100,9 @@ def test_journey(platform: Platform, new_page, shots: Shots, engine: Engine, e2e
     shots(page, "quickstart")
 
     # The usage page draws from the roll-ups: fold the record in, then look.
-    with Session(engine) as s:
+    with Session(e2e_engine) as s:
         usage_records(s, 1, timeout=15)
-    rollup.run(engine)
+    rollup.run(e2e_engine)
     page.get_by_test_id("nav-usage").click()
     page.wait_for_url("**/usage")
     expect(page.get_by_test_id("usage-requests")).to_have_text("1")

@@ -10,7 +10,7 @@ from typing import Any
 import reflex as rx
 
 from web.components.forms import text_input
-from web.components.ui import error_callout
+from web.components.ui import copy_button, error_callout
 from web.state.members import ROLES, InviteFormState
 
 
@@ -53,6 +53,26 @@ def invite_form(state: type[InviteFormState], on_submit: Any) -> rx.Component:
                 spacing="3",
                 align="start",
                 width="100%",
+            ),
+            rx.cond(
+                state.share_link != "",
+                rx.callout(
+                    rx.vstack(
+                        rx.text("No mail was sent (no mail server is configured): pass this link on yourself."),
+                        rx.hstack(
+                            rx.code(
+                                state.share_link, size="1", data_testid="invite-link", style={"wordBreak": "break-all"}
+                            ),
+                            copy_button(state.share_link, test_id="copy-invite-link"),
+                            align="center",
+                            spacing="2",
+                        ),
+                        spacing="2",
+                    ),
+                    icon="mail-warning",
+                    color_scheme="amber",
+                    width="100%",
+                ),
             ),
             rx.text(
                 "Members can view everything; admins manage environments, keys and members; owners also billing.",

@@ -65,13 +65,18 @@ def org_switcher() -> rx.Component:
     return rx.vstack(
         rx.text("Organization", size="1", color_scheme="gray", weight="medium"),
         rx.select.root(
-            rx.select.trigger(width="100%", aria_label="Organization", data_testid="org-switcher"),
+            rx.select.trigger(
+                width="100%",
+                aria_label="Organization",
+                placeholder="Choose an organization",
+                data_testid="org-switcher",
+            ),
             rx.select.content(
                 rx.foreach(SessionState.orgs, lambda o: rx.select.item(o["name"], value=o["slug"])),
                 rx.select.separator(),
                 rx.select.group(rx.select.item("+ New organization", value="__new__")),
             ),
-            value=SessionState.current_org,
+            value=rx.cond(SessionState.org_missing, "", SessionState.current_org),
             on_change=SessionState.switch_org,
         ),
         spacing="1",
@@ -104,9 +109,17 @@ def sidebar(active: str) -> rx.Component:
         brand(),
         rx.box(height="0.5rem"),
         org_switcher(),
-        env_switcher(),
-        rx.separator(margin_y="0.5rem"),
-        rx.vstack(*[nav_item(s, label, icon, active) for s, label, icon in NAV], spacing="1", width="100%"),
+        rx.cond(
+            SessionState.org_missing,
+            rx.fragment(),
+            rx.vstack(
+                env_switcher(),
+                rx.separator(margin_y="0.5rem"),
+                rx.vstack(*[nav_item(s, label, icon, active) for s, label, icon in NAV], spacing="1", width="100%"),
+                spacing="3",
+                width="100%",
+            ),
+        ),
         rx.spacer(),
         rx.cond(
             SessionState.is_platform_admin,

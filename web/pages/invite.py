@@ -17,13 +17,13 @@ def details() -> rx.Component:
     return rx.vstack(
         rx.heading("Join " + s.invitation["org"], size="6"),
         rx.text(
-            rx.cond(s.invitation["inviter"] != "", s.invitation["inviter"] + " invited ", "You are invited as "),
-            rx.text.strong(s.invitation["email"]),
-            " to join as ",
+            "You are invited to join as ",
             rx.badge(s.invitation["role"], variant="soft"),
+            rx.cond(s.invitation["inviter"] != "", " by " + s.invitation["inviter"], ""),
             ".",
             size="2",
         ),
+        rx.text("Invitation for ", rx.text.strong(s.invitation["email"]), size="2", color_scheme="gray"),
         rx.text("The link expires " + s.invitation["expires"] + ".", size="1", color_scheme="gray"),
         rx.cond(
             s.signed_in,

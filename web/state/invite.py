@@ -45,10 +45,10 @@ class InviteState(SessionState):
                 await self.refresh_me()
             inv = await api.call("GET", f"/invitations/{quote(self._invite_token(), safe='')}")
             self.invitation = {
-                "org": str(inv.get("org_name") or inv.get("org", "")),
+                "org": str(inv.get("org_name", "")),
                 "role": str(inv.get("role", "member")),
                 "email": str(inv.get("email", "")),
-                "inviter": str(inv.get("inviter") or inv.get("invited_by") or ""),
+                "inviter": str(inv.get("inviter_name") or ""),
                 "expires": when(inv.get("expires_at")),
             }
         except ApiError as exc:
@@ -68,11 +68,9 @@ class InviteState(SessionState):
         try:
             out = await self.api("POST", f"/invitations/{quote(self._invite_token(), safe='')}/accept")
             await self.refresh_me()
-            slug = (
-                (out or {}).get("org_slug") or (out or {}).get("slug") or (self.orgs[-1]["slug"] if self.orgs else "")
-            )
+            slug = str(out["org"]["slug"])
             yield rx.toast.success(f"Welcome to {self.invitation.get('org', 'the organization')}")
-            yield rx.redirect(f"/orgs/{slug}/environments" if slug else "/")
+            yield rx.redirect(f"/orgs/{slug}/environments")
         except ApiError as exc:
             if exc.unauthenticated:
                 yield self.login_redirect()

@@ -24,7 +24,7 @@ def invitation_row(i: dict[str, Any]) -> dict[str, str]:
         "email": str(i.get("email", "")),
         "role": str(i.get("role", "member")),
         "expires": when(i.get("expires_at")),
-        "status": str(i.get("status") or "pending"),
+        "inviter": str(i.get("inviter_name") or ""),
     }
 
 
@@ -36,6 +36,8 @@ class InviteFormState(SessionState):
     invite_busy: bool = False
     invite_role: str = "member"
     sent: list[dict[str, str]] = []
+    # The invitation link, when no mail went out (no mail server configured, or it failed): to pass on.
+    share_link: str = ""
 
     @rx.event
     def set_invite_role(self, role: str) -> None:
@@ -43,6 +45,7 @@ class InviteFormState(SessionState):
 
     async def _invite(self, org: str, form: dict[str, Any]) -> bool:
         self.invite_email_error = self.invite_error = ""
+        self.share_link = ""
         email = str(form.get("email", "")).strip()
         if problem := email_problem(email):
             self.invite_email_error = problem
@@ -62,6 +65,7 @@ class InviteFormState(SessionState):
                 self.invite_error = exc.message
             return False
         self.sent = [invitation_row(created), *self.sent]
+        self.share_link = str(created.get("accept_url") or "")
         return True
 
 
