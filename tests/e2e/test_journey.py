@@ -113,7 +113,8 @@ def test_journey(platform: Platform, new_page, shots: Shots, e2e_engine: Engine,
 
     page.get_by_test_id("nav-billing").click()
     page.wait_for_url("**/billing")
-    expect(page.get_by_role("heading", name="Billing")).to_be_visible()
+    # Billing draws from the ledger: its summary, or (on a server without billing) the empty state.
+    expect(page.get_by_text("Spend this month").or_(page.get_by_text("Billing is not available yet"))).to_be_visible()
     page.wait_for_timeout(300)
     shots(page, "billing")
     page.get_by_test_id("nav-members").click()
