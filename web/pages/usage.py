@@ -62,6 +62,24 @@ def latency_chart() -> rx.Component:
             is_animation_active=False,
             connect_nulls=True,
         ),
+        rx.recharts.line(
+            data_key="ttft50",
+            name="TTFT p50",
+            stroke="var(--cyan-9)",
+            stroke_dasharray="4 3",
+            dot={"r": 3},
+            is_animation_active=False,
+            connect_nulls=True,
+        ),
+        rx.recharts.line(
+            data_key="ttft95",
+            name="TTFT p95",
+            stroke="var(--amber-9)",
+            stroke_dasharray="4 3",
+            dot={"r": 3},
+            is_animation_active=False,
+            connect_nulls=True,
+        ),
         data=UsageState.daily,
         height=220,
         width="100%",
@@ -202,7 +220,7 @@ def dashboard() -> rx.Component:
             card(section_title("Tokens per day"), stacked_bars(s.tokens_data, COMPACT, "chart-tokens")),
             card(section_title("Cost per day (USD)"), stacked_bars(s.cost_data, DOLLARS, "chart-cost")),
             card(
-                section_title("Latency"),
+                section_title("Latency and time to first token"),
                 rx.cond(
                     s.has_latency,
                     latency_chart(),
@@ -220,7 +238,7 @@ def dashboard() -> rx.Component:
         usage_table(),
         rx.cond(
             s.as_of != "",
-            rx.text("Data as of " + s.as_of + " (UTC), refreshed every minute.", size="1", color_scheme="gray"),
+            rx.text("Data as of " + s.as_of + " UTC; refreshed every minute.", size="1", color_scheme="gray"),
         ),
         spacing="4",
         width="100%",

@@ -11,7 +11,7 @@ from typing import Any
 import reflex as rx
 
 from web.api import ApiError
-from web.state.format import count, usd
+from web.state.format import count, usd, when
 from web.state.session import SessionState
 
 PALETTE = ["indigo", "cyan", "orange", "grass", "crimson", "violet", "amber", "teal", "pink", "brown"]
@@ -142,6 +142,8 @@ class UsageState(SessionState):
                     "day": d,
                     "p50": r.get("latency_p50_ms"),
                     "p95": r.get("latency_p95_ms"),
+                    "ttft50": r.get("ttft_p50_ms"),
+                    "ttft95": r.get("ttft_p95_ms"),
                     "error_rate": round(100 * _num(rate), 2),
                 }
             )
@@ -154,7 +156,7 @@ class UsageState(SessionState):
             "cost": usd(t.get("cost_usd", t.get("cost"))),
             "error_rate": f"{100 * _num(t.get('errors')) / total_requests:.2f}%" if total_requests else "0%",
         }
-        self.as_of = str(per_day.get("as_of") or "")
+        self.as_of = when(per_day.get("as_of"), "")
         self._raw = [
             {c: r.get(c) for c in TABLE_COLUMNS}
             for r in sorted(detail["rows"], key=lambda r: str(r.get("day")), reverse=True)
