@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
-import redis
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from agent.cli import agent_command, node_app
-from cic.cli.up import up_command
-from cic import events, migrations
+from cic import migrations
 from cic.billing import credits, rollup
 from cic.cli.billing import billing_app, credits_app
+from cic.cli.common import db as _db
+from cic.cli.common import emit as _emit
+from cic.cli.common import fail as _fail
+from cic.cli.common import settings as _settings
 from cic.cli.jobs import jobs_app
 from cic.cli.members import members_app
-from cic.db import make_engine, session_scope
+from cic.cli.up import up_command
+from cic.db import make_engine
 from cic.errors import CICError
 from cic.fleet.launcher import DEFAULT_VLLM_VERSION
 from cic.fleet.store import TOKEN_HOURS as FLEET_TOKEN_HOURS
@@ -37,7 +38,6 @@ from cic.models.orgs import OrgUpdate
 from cic.models.types import utcnow
 from cic.services import catalog, environments, keys, nodes, orgs, reservations, usage, users
 from cic.services.authz import Actor
-from cic.settings import Settings, get_settings
 from cic.views import env_public, key_created, key_public, org_public
 
 app = typer.Typer(
@@ -77,46 +77,6 @@ for sub, name in (
 
 T = TypeVar("T")
 SYSTEM = Actor.system("cli")
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        _fail("invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
-
-
-def _emit(obj: Any) -> None:
-    if isinstance(obj, BaseModel):
-        obj = obj.model_dump(mode="json")
-    elif isinstance(obj, list):
-        obj = [o.model_dump(mode="json") if isinstance(o, BaseModel) else o for o in obj]
-    typer.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
-
-
-@contextmanager
-def _db() -> Iterator[tuple[Session, Settings]]:
-    """One transaction per command; domain errors become a readable message and exit code 1."""
-    settings = _settings()
-    engine = make_engine(settings)
-    bus = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
-    try:
-        with session_scope(engine, events.redis_publisher(bus) if bus else None) as session:
-            yield session, settings
-    except CICError as exc:
-        _fail(exc.message)
-    except OperationalError as exc:
-        hint = " (run `cic db upgrade` first?)" if "no such table" in str(exc) or "does not exist" in str(exc) else ""
-        _fail(f"database error{hint}: {str(exc.orig).splitlines()[0]}")
-    finally:
-        engine.dispose()
-        if bus is not None:
-            bus.close()
 
 
 def _guard(fn: Callable[[], T]) -> T:

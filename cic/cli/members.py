@@ -3,56 +3,19 @@ who is in an org and who is invited."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlmodel import Session
 
-from cic.db import make_engine, session_scope
-from cic.errors import CICError
+from cic.cli.common import OPERATOR
+from cic.cli.common import db as _db
+from cic.cli.common import emit as _emit
 from cic.models import Role
 from cic.models.invitations import InvitationCreated
 from cic.services import invitations, orgs
-from cic.services.authz import Actor
-from cic.settings import Settings, get_settings
 from cic.views import member_public
 
 members_app = typer.Typer(help="Members of an organization and invitations.", no_args_is_help=True)
-
-OPERATOR = Actor.system("cli")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _emit(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
-
-
-@contextmanager
-def _db() -> Iterator[tuple[Session, Settings]]:
-    """One transaction; domain and database errors become ``error: …`` and exit status 1."""
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        _fail("invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            yield session, settings
-    except CICError as exc:
-        _fail(exc.message)
-    except (OperationalError, ProgrammingError) as exc:
-        _fail(f"database error (run `cic db upgrade` first?): {str(exc.orig).splitlines()[0]}")
-    finally:
-        engine.dispose()
 
 
 @members_app.command("invite")
