@@ -4,6 +4,7 @@ openai SDK → the usage page shows it → revoke → the next call fails with 4
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import openai
 import pytest
@@ -110,6 +111,12 @@ def test_journey(platform: Platform, new_page, shots: Shots, e2e_engine: Engine,
     expect(page.get_by_test_id("usage-table")).to_contain_text("prod")
     page.wait_for_timeout(300)  # charts lay out
     shots(page, "usage")
+    with page.expect_download() as download:
+        page.get_by_test_id("export-csv").click()
+    assert download.value.suggested_filename.endswith(".csv")
+    csv_text = Path(download.value.path()).read_text()
+    assert csv_text.splitlines()[0].startswith("day,model,environment,requests")
+    assert ",llama-3-8b,prod,1," in csv_text
 
     page.get_by_test_id("nav-billing").click()
     page.wait_for_url("**/billing")
