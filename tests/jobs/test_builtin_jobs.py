@@ -9,6 +9,7 @@ import subprocess
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
@@ -26,9 +27,17 @@ from jobs import records
 from jobs.registry import JobContext, all_jobs
 from jobs.runner import RunStatus, run_job
 from jobs.spool import spool_replay
+from tests.conftest import REDIS_URL
 from tests.gateway.test_metering import _row
 from tests.jobs.test_runner import runs
 from tests.servers import wait_until
+
+
+@pytest.fixture
+def own_lock_settings(settings: Settings) -> Settings:
+    """node-health's lock key is the same for every deployment sharing a Redis database; other test
+    sessions' API servers on this machine sweep too, so these tests take a Redis database of their own."""
+    return settings.model_copy(update={"redis_url": REDIS_URL.rsplit("/", 1)[0] + "/13"})
 
 
 def silent_node(session: Session, settings: Settings, pepper: str) -> Node:
@@ -45,7 +54,10 @@ def silent_node(session: Session, settings: Settings, pepper: str) -> Node:
     return node
 
 
-def test_node_health_job_marks_a_silent_node(session: Session, engine: Engine, settings: Settings, pepper: str) -> None:
+def test_node_health_job_marks_a_silent_node(
+    session: Session, engine: Engine, own_lock_settings: Settings, pepper: str
+) -> None:
+    settings = own_lock_settings
     node = silent_node(session, settings, pepper)
     spec = all_jobs()["node-health"]
     result = run_job(spec, settings, engine)
@@ -56,9 +68,10 @@ def test_node_health_job_marks_a_silent_node(session: Session, engine: Engine, s
 
 
 def test_api_workers_sweep_through_the_same_job(
-    session: Session, engine: Engine, settings: Settings, pepper: str
+    session: Session, engine: Engine, own_lock_settings: Settings, pepper: str
 ) -> None:
     """The API's background sweep is the node-health job: its runs land in job_runs, once per period."""
+    settings = own_lock_settings
     node = silent_node(session, settings, pepper)
     with TestClient(create_app(settings)), TestClient(create_app(settings)):  # two workers
         wait_until(lambda: len(runs(engine, "node-health")) >= 2, timeout=20, what="two sweep periods")
