@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from cic import logs
+from cic.cli import common
 from cic.db import make_engine
-from cic.settings import Settings, get_settings
+from cic.settings import Settings
 from jobs import records, scheduler
 from jobs.registry import JobSpec, jobs_for
 from jobs.runner import RunStatus, run_job
@@ -24,20 +24,11 @@ jobs_app = typer.Typer(
     no_args_is_help=True,
 )
 
-EXIT_FAILED = 1
-EXIT_UNKNOWN_JOB = 2
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+EXIT_UNKNOWN_JOB = 2  # a failed run exits 1, like every other command's failure
 
 
 def _settings() -> Settings:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        _fail("invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
+    settings = common.settings()
     logs.configure(settings.log_level, json_output=settings.log_json)
     return settings
 
@@ -46,13 +37,7 @@ def _specs(settings: Settings) -> dict[str, JobSpec]:
     try:
         return jobs_for(settings)
     except (ImportError, ValueError) as exc:
-        _fail(f"cannot load the jobs: {exc}")
-
-
-def _db_error(exc: OperationalError | ProgrammingError) -> NoReturn:
-    message = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-    hint = " (run `cic db upgrade` first?)" if "job_runs" in message or "apscheduler_jobs" in message else ""
-    _fail(f"database error{hint}: {message}")
+        common.fail(f"cannot load the jobs: {exc}")
 
 
 @jobs_app.command("serve")
@@ -63,7 +48,7 @@ def jobs_serve() -> None:
     try:
         scheduler.serve(settings, engine, specs=_specs(settings))
     except (OperationalError, ProgrammingError) as exc:
-        _db_error(exc)
+        common.db_error(exc)
     finally:
         engine.dispose()
 
@@ -90,7 +75,7 @@ def jobs_list(
         last = records.last_runs(engine, specs)
         upcoming = _next_runs(engine)
     except (OperationalError, ProgrammingError) as exc:
-        _db_error(exc)
+        common.db_error(exc)
     finally:
         engine.dispose()
     rows: list[dict[str, Any]] = []
@@ -136,7 +121,7 @@ def jobs_run(
     specs = _specs(settings)
     spec = specs.get(name)
     if spec is None:
-        _fail(f"unknown job {name!r}; jobs: {', '.join(specs)}", EXIT_UNKNOWN_JOB)
+        common.fail(f"unknown job {name!r}; jobs: {', '.join(specs)}", EXIT_UNKNOWN_JOB)
     engine = make_engine(settings)
     try:
         result = run_job(spec, settings, engine, force=force)
@@ -148,7 +133,7 @@ def jobs_run(
         typer.echo(json.dumps(result.summary, indent=2))
     period = result.period_start.isoformat()
     if result.status is RunStatus.failed:
-        _fail(f"job {name} failed (period {period}): {result.error}")
+        common.fail(f"job {name} failed (period {period}): {result.error}")
     if result.status is RunStatus.skipped:
         typer.echo(f"job {name} skipped (period {period}): {result.reason}", err=True)
     else:
