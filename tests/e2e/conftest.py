@@ -3,6 +3,9 @@ the session's PostgreSQL database and Redis), a local OpenID provider, simulated
 Chromium driven by Playwright (the Debian package, never ``playwright install``).
 
 Every page a test visits is saved as a screenshot under ``test-artifacts/e2e/``.
+
+The fixtures live as long as this package's tests: Playwright's sync API keeps an event loop running in
+the main thread while it is open, which later tests' ``asyncio.run`` would trip over.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class Platform:
     log: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_oidc() -> Iterator[OidcProvider]:
     with OidcProvider().running() as provider:
         yield provider
@@ -82,7 +85,7 @@ def platform_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_database() -> Iterator[str]:
     """A database of its own: the platform process works in it while tests run, so the suite's
     per-test TRUNCATE of the shared test database never races it. Every test makes its own users."""
@@ -94,7 +97,7 @@ def e2e_database() -> Iterator[str]:
         drop_database(url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_engine(e2e_database: str) -> Iterator[Engine]:
     """The e2e database, for what a test arranges behind the dashboard's back (nodes, roll-ups)."""
     eng = make_engine(Settings(env="local", database_url=e2e_database, redis_url=REDIS_URL))
@@ -104,7 +107,7 @@ def e2e_engine(e2e_database: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def platform(
     e2e_database: str, e2e_engine: Engine, e2e_oidc: OidcProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
@@ -154,7 +157,7 @@ def platform(
             proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_loop() -> Iterator[LoopThread]:
     lt = LoopThread()
     yield lt
@@ -168,13 +171,13 @@ def e2e_sims(e2e_loop: LoopThread) -> Iterator[Sims]:
     s.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_: Playwright) -> Iterator[Browser]:
     b = playwright_.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield b
