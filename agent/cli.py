@@ -59,6 +59,9 @@ def sim(
     token: Annotated[
         str | None, typer.Option(envvar="CIC_NODE_TOKEN", help="Bootstrap token (cic nodes token).")
     ] = None,
+    gpu: Annotated[str, typer.Option(help="GPU type it reports when registered (the operator's view).")] = "",
+    spot: Annotated[bool, typer.Option(help="Report itself as a spot instance.")] = False,
+    price_per_hour: Annotated[float, typer.Option(help="USD per hour it reports, for cost-aware routing.")] = 0.0,
 ) -> None:
     """Serve a vLLM simulator: vLLM's OpenAI-compatible API with a latency model and fault injection."""
     try:
@@ -103,6 +106,9 @@ def sim(
                 model=model,
                 provider="simulator",
                 name=f"sim-{model}-{port}",
+                gpu=gpu,
+                spot=spot,
+                price_per_hour=price_per_hour,
             ),
         )
     )

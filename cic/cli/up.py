@@ -43,6 +43,8 @@ DEMO_ENV = "dev"
 DEMO_REGION = "us-east"
 # model id -> simulator kind
 DEMO_MODELS = {"llama-3-8b": "chat", "mistral-7b": "chat", "all-minilm-l6-v2": "embedding"}
+# What the simulated nodes report, so the operator's page and cost routing look like a real fleet.
+DEMO_HARDWARE = {"llama-3-8b": ("A10G", 0.38), "mistral-7b": ("A10G", 0.38), "all-minilm-l6-v2": ("T4", 0.16)}
 SYSTEM = Actor.system("cic-up")
 
 
@@ -161,6 +163,11 @@ class SimSupervisor:
             self.region,
             "--control-plane",
             self.control_plane,
+            "--gpu",
+            f"{DEMO_HARDWARE.get(model, ('A10G', 0.38))[0]} (simulated)",
+            "--spot",
+            "--price-per-hour",
+            str(DEMO_HARDWARE.get(model, ("A10G", 0.38))[1]),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
         )

@@ -80,6 +80,7 @@ class NodePublic(SQLModel):
     status: str
     gpu: str
     spot: bool
+    price_per_hour: float = Field(description="USD per hour the node costs (spot or on-demand)")
     load: dict[str, Any]
     last_heartbeat_at: datetime | None
     created_at: datetime

@@ -111,6 +111,7 @@ def node_public(node: Node) -> NodePublic:
         status=node.status,
         gpu=node.gpu,
         spot=node.spot,
+        price_per_hour=node.price_per_hour_micros / 1_000_000,
         load=node.load,
         last_heartbeat_at=node.last_heartbeat_at,
         created_at=node.created_at,
