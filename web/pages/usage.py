@@ -13,7 +13,10 @@ from web.state.usage import UsageState
 
 # Axis labels as JavaScript formatters: compact counts, dollars with sensible precision, short dates.
 COMPACT = "(v) => new Intl.NumberFormat('en', {notation: 'compact'}).format(v)"
-DOLLARS = "(v) => v === 0 ? '$0' : (v < 0.01 ? '$' + Number(v).toPrecision(1) : '$' + Number(v).toFixed(2))"
+DOLLARS = (
+    "(v) => v === 0 ? '$0' : v >= 0.01 ? '$' + Number(v).toFixed(2)"
+    " : '$' + Number(Number(v).toPrecision(2)).toLocaleString('en', {maximumFractionDigits: 12})"
+)
 SHORT_DAY = (
     "(d) => new Date(d + 'T00:00:00Z').toLocaleDateString('en-US', {month: 'short', day: 'numeric', timeZone: 'UTC'})"
 )
