@@ -2,7 +2,8 @@
 
 ``.venv/bin/python bench/billing.py`` (``--records N``, default 10,000,000) makes a fresh database
 ``cic_bench_<random>``, fills ``usage_records`` server-side (``generate_series``: 200 orgs, one of them
-holding half of all records, 5 environments × 4 keys × 5 models each, spread over the last 30 days), then
+holding half of all records, 5 environments × 4 keys × 5 models each, spread over the last 30 days and
+ingested as they happened), then
 prints:
 
 1. **Roll-up throughput**: the first roll-up (a backfill of every record) and an incremental one after
@@ -54,7 +55,7 @@ SELECT 'env_bench' || lpad((o * 5 + e)::text, 11, '0'), 'org_bench' || lpad(o::t
 FROM generate_series(0, %(orgs)s - 1) AS o, generate_series(0, 4) AS e;
 INSERT INTO usage_records (request_id, org_id, environment_id, api_key_id, model_id, region_code, endpoint,
     stream, status, http_status, prompt_tokens, completion_tokens, cached_tokens, latency_ms, ttft_ms,
-    input_per_1m_micros, output_per_1m_micros, cost_picousd, created_at)
+    input_per_1m_micros, output_per_1m_micros, cost_picousd, created_at, ingested_at)
 SELECT 'req_bench_' || i,
        'org_bench' || lpad(org::text, 11, '0'),
        'env_bench' || lpad((org * 5 + i %% 5)::text, 11, '0'),
@@ -65,7 +66,8 @@ SELECT 'req_bench_' || i,
        50 + i %% 900, 10 + i %% 300, 0, 80 + (i * 7919) %% 2000,
        CASE WHEN i %% 3 = 0 THEN 20 + (i * 104729) %% 400 END,
        50000, 50000, (60 + i %% 900 + i %% 300) * 50000::bigint,
-       now() - make_interval(secs => (i::double precision * 2592000 / %(n)s))
+       now() - make_interval(secs => (i::double precision * 2592000 / %(n)s)),
+       now() - make_interval(secs => (i::double precision * 2592000 / %(n)s))  -- arrived as they happened
 FROM (SELECT i, CASE WHEN i %% 2 = 0 THEN 0 ELSE 1 + (i / 2) %% (%(orgs)s - 1) END AS org
       FROM generate_series(0::bigint, %(n)s - 1) AS i) AS g;
 """

@@ -7,11 +7,12 @@ keys or models add up bucket by bucket — which exact percentiles cannot.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, cast, func, literal_column, select
+from sqlalchemy import BigInteger, Integer, cast, func, literal, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
 GROWTH = 1.1
@@ -55,22 +56,46 @@ def percentile(hist: Mapping[str, int], q: float) -> int | None:
 
 
 def merged_sql(
-    session: Session, table: Any, column: str, groups: Sequence[Any], where: Sequence[Any]
-) -> dict[tuple[Any, ...], Histogram]:
-    """Histograms in ``column`` of the rows of ``table`` matching ``where``, merged per ``groups`` by
-    the database (``json_each``): a few thousand small tuples back, however many rows were merged."""
+    session: Session, table: Any, columns: Sequence[str], groups: Sequence[Any], where: Sequence[Any]
+) -> dict[tuple[Any, ...], dict[str, Histogram]]:
+    """The histograms in ``columns`` of the rows of ``table`` matching ``where``, merged per ``groups``
+    by the database in one query: entries expanded (``jsonb_each_text`` / ``json_each``), summed per
+    bucket, folded back into one object per group and column. One small row per group comes back,
+    however many rows were merged."""
     pg = session.get_bind().dialect.name == "postgresql"
-    col = getattr(table, column)
-    entries = (func.jsonb_each_text(col) if pg else func.json_each(col)).table_valued("key", "value").alias("h")
-    q = (
-        select(*groups, entries.c.key, func.sum(cast(entries.c.value, BigInteger)))
-        .select_from(table)
-        .join(entries, literal_column("true"))
-        .where(*where)
-        .group_by(*groups, entries.c.key)
+    each = func.jsonb_each_text if pg else func.json_each
+    labelled = [g.label(f"g{i}") for i, g in enumerate(groups)]
+    parts = []
+    for i, column in enumerate(columns):
+        entries = each(getattr(table, column)).table_valued("key", "value").alias(f"h{i}")
+        parts.append(
+            select(
+                *labelled,
+                literal(i).label("c"),
+                entries.c.key.label("b"),
+                func.sum(cast(entries.c.value, BigInteger)).label("n"),
+            )
+            .select_from(table)
+            .join(entries, literal_column("true"))
+            .where(*where)
+            .group_by(*groups, entries.c.key)
+        )
+    per_bucket = union_all(*parts).subquery()
+    outer = [per_bucket.c[f"g{i}"] for i in range(len(groups))]
+    fold = func.jsonb_object_agg if pg else func.json_group_object
+    q = select(
+        *outer,
+        *(fold(per_bucket.c.b, per_bucket.c.n).filter(per_bucket.c.c == i).label(f"c{i}") for i in range(len(columns))),
     )
-    out: dict[tuple[Any, ...], Histogram] = {}
+    if outer:
+        q = q.group_by(*outer)
+    out: dict[tuple[Any, ...], dict[str, Histogram]] = {}
     for row in session.execute(q):
-        *key, b, n = row
-        out.setdefault(tuple(key), {})[str(b)] = int(n)
+        key, hists = tuple(row[: len(groups)]), row[len(groups) :]
+        merged: dict[str, Histogram] = {}
+        for column, hist in zip(columns, hists, strict=True):
+            if isinstance(hist, str):  # SQLite hands JSON back as text
+                hist = json.loads(hist)
+            merged[column] = {str(b): int(n) for b, n in (hist or {}).items()}
+        out[key] = merged
     return out

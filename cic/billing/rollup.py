@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from cic.billing import histogram, locks
-from cic.models import RollupCursor, UsageDaily, UsageHourly, UsageRecord
+from cic.models import RollupCursor, UsageDaily, UsageDailyTotals, UsageHourly, UsageHourlyTotals, UsageRecord
 from cic.models.rollups import DIMENSIONS
 from cic.models.types import utcnow
 
@@ -47,6 +47,7 @@ _MEASURES = (
 )
 
 Dims = tuple[str, str, str, str, str]
+TOTALS_KEYS = ("org_id", "environment_id", "model_id", "region_code")
 
 
 @dataclass(frozen=True)
@@ -206,19 +207,16 @@ def _fold_hour(session: Session, hour: datetime, orgs: Sequence[str] | None) -> 
     tq = select(*dims, tb, func.count().label("n")).where(*where, col(r.ttft_ms).is_not(None)).group_by(*dims, tb)
     for row in session.execute(tq):
         rows[_dims_of(row)]["ttft_hist"][str(row.b)] = int(row.n)
-    old = delete(UsageHourly).where(col(UsageHourly.hour) == hour)
-    if orgs is not None:
-        old = old.where(col(UsageHourly.org_id).in_(orgs))
-    session.execute(old)
     now = utcnow()
     values = [{**v, "hour": hour, "updated_at": now} for v in rows.values()]
-    if values:
-        session.execute(insert(UsageHourly), values)
+    _replace(session, UsageHourly, "hour", hour, orgs, values)
+    _replace(session, UsageHourlyTotals, "hour", hour, orgs, _over_keys(values, "hour"))
     return len(values), sum(v["requests"] for v in values)
 
 
 def _fold_day(session: Session, day: date, orgs: Sequence[str] | None) -> int:
-    """Recompute the daily rows of ``orgs`` (``None``: every org) for ``day`` from the hourly rows."""
+    """Recompute the daily rows of ``orgs`` (``None``: every org) for ``day`` from the hourly rows, and
+    the day's totals over keys from those."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     h = UsageHourly
     dims = [col(getattr(h, d)) for d in DIMENSIONS]
@@ -235,15 +233,37 @@ def _fold_day(session: Session, day: date, orgs: Sequence[str] | None) -> int:
             "latency_hist": {},
             "ttft_hist": {},
         }
-    for column in ("latency_hist", "ttft_hist"):
-        for k, hist in histogram.merged_sql(session, h, column, dims, where).items():
-            acc[k][column] = hist
-    old = delete(UsageDaily).where(col(UsageDaily.day) == day)
-    if orgs is not None:
-        old = old.where(col(UsageDaily.org_id).in_(orgs))
-    session.execute(old)
+    for k, hists in histogram.merged_sql(session, h, ("latency_hist", "ttft_hist"), dims, where).items():
+        acc[k].update(hists)
     now = utcnow()
     values = [{**v, "day": day, "updated_at": now} for v in acc.values()]
-    if values:
-        session.execute(insert(UsageDaily), values)
+    _replace(session, UsageDaily, "day", day, orgs, values)
+    _replace(session, UsageDailyTotals, "day", day, orgs, _over_keys(values, "day"))
     return len(values)
+
+
+def _over_keys(values: list[dict[str, Any]], period: str) -> list[dict[str, Any]]:
+    """The same rows summed over API keys (histograms merged)."""
+    totals: dict[tuple[str, ...], dict[str, Any]] = {}
+    keep = (*TOTALS_KEYS, *_MEASURES, "latency_hist", "ttft_hist", period, "updated_at")
+    for v in values:
+        tk = tuple(v[f] for f in TOTALS_KEYS)
+        t = totals.get(tk)
+        if t is None:
+            totals[tk] = {f: v[f] for f in keep}
+            continue
+        for m in _MEASURES:
+            t[m] += v[m]
+        t["latency_hist"] = histogram.merge((t["latency_hist"], v["latency_hist"]))
+        t["ttft_hist"] = histogram.merge((t["ttft_hist"], v["ttft_hist"]))
+    return list(totals.values())
+
+
+def _replace(session: Session, table: Any, period: str, at: Any, orgs: Sequence[str] | None, rows: list[Any]) -> None:
+    """Delete the bucket's rows (of ``orgs``, or all) and write ``rows`` in their place."""
+    old = delete(table).where(getattr(table, period) == at)
+    if orgs is not None:
+        old = old.where(col(table.org_id).in_(orgs))
+    session.execute(old)
+    if rows:
+        session.execute(insert(table), rows)

@@ -21,7 +21,7 @@ from cic.models.jobs import JobRun, JobRunStatus
 from cic.models.keys import ApiKey
 from cic.models.nodes import Deployment, Launch, Node, NodeStatus, NodeToken
 from cic.models.orgs import Membership, Org, Plan, Reservation, Role
-from cic.models.rollups import RollupCursor, UsageDaily, UsageHourly
+from cic.models.rollups import RollupCursor, UsageDaily, UsageDailyTotals, UsageHourly, UsageHourlyTotals
 from cic.models.usage import UsageRecord, UsageStatus
 from cic.models.users import User, UserSession
 
@@ -60,7 +60,9 @@ __all__ = [
     "StripeExport",
     "StripeObject",
     "UsageDaily",
+    "UsageDailyTotals",
     "UsageHourly",
+    "UsageHourlyTotals",
     "UsageRecord",
     "UsageStatus",
     "User",

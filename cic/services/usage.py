@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, cast, func
+from sqlalchemy import Date, cast, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from cic.billing import histogram, rollup
 from cic.billing.pricing import usd
-from cic.models import Environment, UsageDaily, UsageHourly
+from cic.models import Environment, UsageDaily, UsageDailyTotals, UsageHourly, UsageHourlyTotals
 from cic.models.types import utcnow
 from cic.models.usage import UsageReport, UsageRow
 from cic.services.authz import Actor, authorize_org
@@ -116,11 +116,16 @@ def aggregate(
     pg = session.get_bind().dialect.name == "postgresql"
     out: dict[tuple[Any, ...], Totals] = {}
     hourly_spans, days = _spans(since, until)
-    sources: list[tuple[Any, list[Any]]] = [
-        (UsageHourly, [col(UsageHourly.hour) >= a, col(UsageHourly.hour) < b]) for a, b in hourly_spans
-    ]
+    sources: list[tuple[Any, list[Any]]] = []
+    # Without a key dimension, the totals over keys hold the same sums in a fraction of the rows.
+    per_key = "api_key_id" in by
+    if hourly_spans:
+        hourly: Any = UsageHourly if per_key else UsageHourlyTotals
+        h = col(hourly.hour)
+        sources.append((hourly, [or_(*((h >= a) & (h < b) for a, b in hourly_spans))]))
     if days is not None:
-        sources.append((UsageDaily, [col(UsageDaily.day) >= days[0].date(), col(UsageDaily.day) < days[1].date()]))
+        daily: Any = UsageDaily if per_key else UsageDailyTotals
+        sources.append((daily, [col(daily.day) >= days[0].date(), col(daily.day) < days[1].date()]))
     for table, where in sources:
         if org_id is not None:
             where.append(table.org_id == org_id)
@@ -139,18 +144,19 @@ def aggregate(
             for m, v in zip(_SUMS, values, strict=True):
                 setattr(t, m, getattr(t, m) + int(v or 0))
         if percentiles:
-            for column, attr in (("latency_hist", "latency"), ("ttft_hist", "ttft")):
-                for k, hist in histogram.merged_sql(session, table, column, groups, where).items():
-                    t = out.setdefault(_key(k, by), Totals())
-                    setattr(t, attr, histogram.merge((getattr(t, attr), hist)))
+            merged = histogram.merged_sql(session, table, ("latency_hist", "ttft_hist"), groups, where)
+            for k, hists in merged.items():
+                t = out.setdefault(_key(k, by), Totals())
+                t.latency = histogram.merge((t.latency, hists["latency_hist"]))
+                t.ttft = histogram.merge((t.ttft, hists["ttft_hist"]))
     return out
 
 
 def _dimension(table: Any, d: Dimension, pg: bool) -> Any:
     if d == "day":
-        if table is UsageDaily:
-            return col(UsageDaily.day)
-        return cast(col(UsageHourly.hour), Date) if pg else func.date(col(UsageHourly.hour))
+        if not hasattr(table, "hour"):
+            return col(table.day)
+        return cast(col(table.hour), Date) if pg else func.date(col(table.hour))
     return getattr(table, "model_id" if d == "model" else d)
 
 

@@ -12,7 +12,7 @@ from sqlmodel import Session, col
 from cic import migrations
 from cic.billing import histogram, rollup
 from cic.db import make_engine
-from cic.models import UsageDaily, UsageHourly, UsageRecord
+from cic.models import UsageDaily, UsageDailyTotals, UsageHourly, UsageHourlyTotals, UsageRecord
 from cic.settings import Settings
 from tests.billing.helpers import insert_records, record
 from tests.factories import make_env, make_org, make_user
@@ -42,7 +42,9 @@ def _hourly(engine: Engine) -> list[tuple[object, ...]]:
         ]
 
 
-def _totals(engine: Engine, table: type[UsageHourly] | type[UsageDaily]) -> tuple[int, int, int, int]:
+def _totals(
+    engine: Engine, table: type[UsageHourly | UsageDaily | UsageDailyTotals | UsageHourlyTotals]
+) -> tuple[int, int, int, int]:
     with engine.connect() as c:
         row = c.execute(
             select(
@@ -79,6 +81,7 @@ def test_rollup_sums_percentiles_and_days(session: Session, engine: Engine) -> N
     res = rollup.run(engine)
     assert res.records == 101 and res.hours == 3 and res.days == 2
     assert _totals(engine, UsageHourly) == _raw_totals(engine) == _totals(engine, UsageDaily)
+    assert _totals(engine, UsageDailyTotals) == _raw_totals(engine) == _totals(engine, UsageHourlyTotals)
 
     with Session(engine) as s:
         first = s.scalars(select(UsageHourly).where(col(UsageHourly.hour) == T0)).one()
@@ -92,6 +95,9 @@ def test_rollup_sums_percentiles_and_days(session: Session, engine: Engine) -> N
         assert set(days) == {date(2026, 10, 5), date(2026, 10, 6)}
         assert days[date(2026, 10, 5)].requests == 100
         assert days[date(2026, 10, 6)].errors == 1 and days[date(2026, 10, 6)].ttft_count == 1
+        # Over keys: the day of key_b alone, and the latency histograms merged.
+        totals = {(t.day, t.model_id): t for t in s.scalars(select(UsageDailyTotals))}
+        assert totals[(date(2026, 10, 5), "llama-3-8b")].latency_hist == days[date(2026, 10, 5)].latency_hist
 
 
 def test_rerun_is_idempotent_and_late_records_are_folded_in(session: Session, engine: Engine) -> None:
