@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
@@ -225,7 +225,7 @@ def test_spent_budget_is_insufficient_quota(
         r = sync_redis.Redis.from_url(settings.redis_url or "")
         key = f"cic:rl:key:{tenant.key_id}:$:{month_of(int(time.time() * 1000))}"
         # The request's cost is charged to the key's month when it settles (batched, after the response).
-        wait_until(lambda: int(r.get(key) or 0) > 0, timeout=5, what="spend counted")
+        wait_until(lambda: int(cast(bytes | None, r.get(key)) or 0) > 0, timeout=5, what="spend counted")
         r.set(key, 100 * 10**10)  # the rest of the month's dollar goes elsewhere
         with pytest.raises(openai.RateLimitError) as exc:
             c.chat.completions.create(model="llama-3-8b", messages=MESSAGES, max_tokens=4)
