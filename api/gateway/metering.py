@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cic.models import UsageRecord
+from cic.models.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,35 @@ def insert_usage(engine: Engine, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     if engine.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
-    else:
-        stmt = sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+        # One statement for the whole batch: a column of values per parameter, unnested by the server.
+        # Compiling and binding row by row (executemany) cost the API workers ~4x the CPU, under the GIL.
+        if any("created_at" not in row for row in rows):
+            now = utcnow()
+            rows = [row if "created_at" in row else {**row, "created_at": now} for row in rows]
+        params = tuple([row.get(name, default) for row in rows] for name, default in _PG_DEFAULTS)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(_PG_INSERT, params)
+        return
+    stmt = sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
     with engine.begin() as conn:
         conn.execute(stmt, rows)
+
+
+def _pg_columns() -> tuple[str, list[tuple[str, Any]]]:
+    cols = [c for c in _TABLE.columns if c.name not in ("id", "ingested_at")]  # both filled by the server
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    arrays = ", ".join(f"%b::{c.type.compile(dialect=dialect)}[]" for c in cols)
+    # Names and types come from the table's own definition; the values are bound as parameters.
+    names = ", ".join(c.name for c in cols)
+    sql = f"INSERT INTO {_TABLE.name} ({names}) SELECT * FROM unnest({arrays}) ON CONFLICT (request_id) DO NOTHING"  # noqa: S608
+    defaults = []
+    for c in cols:
+        scalar = c.default is not None and getattr(c.default, "is_scalar", False)
+        defaults.append((c.name, getattr(c.default, "arg", None) if scalar else None))
+    return sql, defaults
+
+
+_PG_INSERT, _PG_DEFAULTS = _pg_columns()
 
 
 def replay_spool(engine: Engine, spool_dir: Path, *, include_own: bool) -> int:
