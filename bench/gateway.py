@@ -710,6 +710,7 @@ class Row:
     processes_replaced: int = 0  # server processes that were gone after the run (a worker died or was restarted)
     connections_per_worker: list[int] = field(default_factory=list)  # established client connections, mid-run
     added_p50_ms: float | None = None
+    admission_p50_ms: float | None = None  # the gateway's own histogram of its limiter admissions, this run only
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -740,6 +741,7 @@ class Bench:
         rss_before = rss_bytes(meter.target_pids)
         conns: list[int] = []
         port = int(target.base_url.rsplit(":", 1)[1])
+        admissions_before = admission_buckets(target.base_url) if target.name == "gateway" else None
         load = self.wrk.run(
             target.base_url,
             token=target.token,
@@ -766,6 +768,8 @@ class Bench:
             processes_replaced=cpu.processes_gone,
             connections_per_worker=conns,
         )
+        if admissions_before is not None:
+            row.admission_p50_ms = bucket_p50_ms(admissions_before, admission_buckets(target.base_url))
         log(
             f"{target.name:8} {mode:10} c={concurrency:<3} {load.rps:9.1f} req/s  p50 {load.p50_ms:7.2f} ms  "
             f"p99 {load.p99_ms:7.2f} ms  cpu {row.cpu_ms_per_req:6.2f} ms/req  errors {load.errors}"
@@ -786,6 +790,38 @@ class Bench:
             for concurrency in self.args.concurrency:
                 self.measure(target, mode, concurrency)
         target.rss_end = rss_bytes(process_tree(root))
+
+
+def admission_buckets(base_url: str) -> dict[float, float]:
+    """Cumulative counts of ``cic_limiter_admission_seconds`` by upper bound (seconds), every worker summed."""
+    out: dict[float, float] = {}
+    try:
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as resp:  # noqa: S310 - loopback only
+            text = resp.read().decode()
+    except (OSError, urllib.error.URLError):
+        return out
+    for line in text.splitlines():
+        if line.startswith("cic_limiter_admission_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bucket_p50_ms(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The median of the observations between two scrapes, interpolated linearly inside its bucket."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    half = counts[-1] / 2
+    lower, below = 0.0, 0.0
+    for bound, cum in zip(bounds, counts, strict=True):
+        if cum >= half:
+            if bound == float("inf"):
+                return lower * 1000
+            return (lower + (bound - lower) * (half - below) / max(cum - below, 1e-9)) * 1000
+        lower, below = bound, cum
+    return None
 
 
 def check_metering(db: Database, target: Target, baseline: tuple[int, int], timeout: float = 10.0) -> dict[str, Any]:
@@ -932,6 +968,12 @@ def comparison(bench: Bench, db: Database, work_dir: Path) -> dict[str, Any]:
     if "gateway" in args.targets:
         limiter = f"key limits rpm={KEY_RPM:,} tpm={KEY_TPM:,}, never reached" if args.limits == "key" else "no limits"
         print(f"gateway tenant: enterprise plan, {limiter}; auth and metering on")
+        for r in bench.rows:
+            if r.admission_p50_ms is not None:
+                print(
+                    f"limiter admission awaited inside the gateway (Redis round trip + event-loop wait), "
+                    f"{r.mode} c={r.concurrency}: p50 {r.admission_p50_ms:.3f} ms (cic_limiter_admission_seconds)"
+                )
     for t in targets:
         print(f"{t.name} RSS (process tree): {mib(t.rss_start)} MiB at start, {mib(t.rss_end)} MiB at end")
     if metering is not None:

@@ -270,7 +270,9 @@ class Gateway:
             + call.messages * tokens.TEMPLATE_TOKENS_PER_MESSAGE
             + (out if out is not None else DEFAULT_RESERVED_OUTPUT)
         )
+        started = time.perf_counter()
         adm = await self.s.limiter.admit(layers, cost, call.request_id)
+        metrics.ADMISSION.observe(time.perf_counter() - started)
         if not adm.allowed and adm.layer is not None and adm.layer.name == "reservation":
             # Above its reservation, reserved traffic is shared traffic: wait for room like the rest.
             await self._wait_for_room(call)

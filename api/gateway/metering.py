@@ -128,7 +128,7 @@ def insert_usage(engine: Engine, rows: list[dict[str, Any]]) -> None:
 
 def _pg_columns() -> tuple[str, list[tuple[str, Any]]]:
     cols = [c for c in _TABLE.columns if c.name not in ("id", "ingested_at")]  # both filled by the server
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()
     arrays = ", ".join(f"%b::{c.type.compile(dialect=dialect)}[]" for c in cols)
     # Names and types come from the table's own definition; the values are bound as parameters.
     names = ", ".join(c.name for c in cols)

@@ -31,6 +31,12 @@ USAGE_SPOOLED = Counter("cic_usage_spooled_total", "Usage records spooled to dis
 RATE_LIMITED = Counter("cic_rate_limited_total", "Requests refused by a limit", ["layer", "kind"])
 LIMITER_FALLBACKS = Counter("cic_limiter_fallback_total", "Admissions decided without Redis (Redis unreachable)")
 SHED = Counter("cic_shed_total", "Shared requests refused because the model's nodes were saturated", ["model"])
+# The four-layer admission as the gateway sees it (one Redis round trip, or the in-process limiter), in
+# fine buckets: its p50 is one of the gateway's speed goals (under 0.3 ms), printed by bench/gateway.py.
+ADMISSION_BUCKETS = (5e-5, 1e-4, 1.5e-4, 2e-4, 2.5e-4, 3e-4, 4e-4, 5e-4, 7.5e-4, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25)
+ADMISSION = Histogram(
+    "cic_limiter_admission_seconds", "Rate-limit admission (all layers, one round trip)", buckets=ADMISSION_BUCKETS
+)
 IN_FLIGHT = Gauge("cic_requests_in_flight", "Requests in flight", multiprocess_mode="livesum")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
