@@ -22,11 +22,11 @@ SHORT_DAY = (
 )
 
 
-def stacked_bars(data: rx.Var, formatter: str, test_id: str) -> rx.Component:
+def stacked_bars(data: rx.Var, formatter: str, test_id: str, axis_width: int = 56) -> rx.Component:
     return rx.recharts.bar_chart(
         rx.recharts.cartesian_grid(stroke_dasharray="3 3", vertical=False),
         rx.recharts.x_axis(data_key="day", tick_line=False, font_size=11, tick_formatter=SHORT_DAY),
-        rx.recharts.y_axis(tick_line=False, font_size=11, width=56, tick_formatter=formatter),
+        rx.recharts.y_axis(tick_line=False, font_size=11, width=axis_width, tick_formatter=formatter),
         rx.recharts.graphing_tooltip(),
         rx.recharts.legend(),
         rx.foreach(
@@ -221,7 +221,7 @@ def dashboard() -> rx.Component:
         rx.grid(
             card(section_title("Requests per day"), stacked_bars(s.requests_data, COMPACT, "chart-requests")),
             card(section_title("Tokens per day"), stacked_bars(s.tokens_data, COMPACT, "chart-tokens")),
-            card(section_title("Cost per day (USD)"), stacked_bars(s.cost_data, DOLLARS, "chart-cost")),
+            card(section_title("Cost per day (USD)"), stacked_bars(s.cost_data, DOLLARS, "chart-cost", axis_width=100)),
             card(
                 section_title("Latency and time to first token"),
                 rx.cond(
