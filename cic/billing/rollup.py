@@ -26,7 +26,7 @@ from sqlmodel import Session, col
 
 from cic.billing import histogram, locks
 from cic.models import RollupCursor, UsageDaily, UsageDailyTotals, UsageHourly, UsageHourlyTotals, UsageRecord
-from cic.models.rollups import DIMENSIONS
+from cic.models.rollups import DIMENSIONS, TOTALS_DIMENSIONS
 from cic.models.types import utcnow
 
 CURSOR = "usage_records"
@@ -47,7 +47,6 @@ _MEASURES = (
 )
 
 Dims = tuple[str, str, str, str, str]
-TOTALS_KEYS = ("org_id", "environment_id", "model_id", "region_code")
 
 
 @dataclass(frozen=True)
@@ -244,19 +243,18 @@ def _fold_day(session: Session, day: date, orgs: Sequence[str] | None) -> int:
 
 def _over_keys(values: list[dict[str, Any]], period: str) -> list[dict[str, Any]]:
     """The same rows summed over API keys (histograms merged)."""
-    totals: dict[tuple[str, ...], dict[str, Any]] = {}
-    keep = (*TOTALS_KEYS, *_MEASURES, "latency_hist", "ttft_hist", period, "updated_at")
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for v in values:
-        tk = tuple(v[f] for f in TOTALS_KEYS)
-        t = totals.get(tk)
-        if t is None:
-            totals[tk] = {f: v[f] for f in keep}
-            continue
-        for m in _MEASURES:
-            t[m] += v[m]
-        t["latency_hist"] = histogram.merge((t["latency_hist"], v["latency_hist"]))
-        t["ttft_hist"] = histogram.merge((t["ttft_hist"], v["ttft_hist"]))
-    return list(totals.values())
+        groups[tuple(v[f] for f in TOTALS_DIMENSIONS)].append(v)
+    totals = []
+    for rows in groups.values():
+        first = rows[0]
+        t = {f: first[f] for f in (*TOTALS_DIMENSIONS, period, "updated_at")}
+        t.update({m: sum(r[m] for r in rows) for m in _MEASURES})
+        t["latency_hist"] = histogram.merge(r["latency_hist"] for r in rows)
+        t["ttft_hist"] = histogram.merge(r["ttft_hist"] for r in rows)
+        totals.append(t)
+    return totals
 
 
 def _replace(session: Session, table: Any, period: str, at: Any, orgs: Sequence[str] | None, rows: list[Any]) -> None:

@@ -45,6 +45,7 @@ DEMO_REGION = "us-east"
 DEMO_MODELS = {"llama-3-8b": "chat", "mistral-7b": "chat", "all-minilm-l6-v2": "embedding"}
 # What the simulated nodes report, so the operator's page and cost routing look like a real fleet.
 DEMO_HARDWARE = {"llama-3-8b": ("A10G", 0.38), "mistral-7b": ("A10G", 0.38), "all-minilm-l6-v2": ("T4", 0.16)}
+DEFAULT_HARDWARE = ("A10G", 0.38)
 SYSTEM = Actor.system("cic-up")
 
 
@@ -145,6 +146,7 @@ class SimSupervisor:
     async def _spawn(self, model: str, kind: str) -> asyncio.subprocess.Process:
         cic = str(Path(sys.executable).with_name("cic"))
         env = {**os.environ, "CIC_NODE_TOKEN": self.token}
+        gpu, price_per_hour = DEMO_HARDWARE.get(model, DEFAULT_HARDWARE)
         return await asyncio.create_subprocess_exec(
             cic,
             "node",
@@ -164,10 +166,10 @@ class SimSupervisor:
             "--control-plane",
             self.control_plane,
             "--gpu",
-            f"{DEMO_HARDWARE.get(model, ('A10G', 0.38))[0]} (simulated)",
+            f"{gpu} (simulated)",
             "--spot",
             "--price-per-hour",
-            str(DEMO_HARDWARE.get(model, ("A10G", 0.38))[1]),
+            str(price_per_hour),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
         )

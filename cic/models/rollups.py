@@ -19,6 +19,7 @@ from cic.models.types import UTCDateTime, utcnow
 
 HIST = JSON().with_variant(JSONB(), "postgresql")
 DIMENSIONS = ("org_id", "environment_id", "api_key_id", "model_id", "region_code")
+TOTALS_DIMENSIONS = ("org_id", "environment_id", "model_id", "region_code")  # the same, summed over keys
 
 
 class RollupMeasures(SQLModel):
@@ -69,40 +70,39 @@ class UsageDaily(RollupKeys, RollupMeasures, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class UsageHourlyTotals(RollupMeasures, table=True):
+class RollupTotalsKeys(SQLModel):
+    org_id: str = Field(max_length=ID_LEN)
+    environment_id: str = Field(max_length=ID_LEN)
+    model_id: str = Field(max_length=64)
+    region_code: str = Field(default="", max_length=32)
+
+
+class UsageHourlyTotals(RollupTotalsKeys, RollupMeasures, table=True):
     """The hourly rows summed over keys (org × environment × model × region × hour)."""
 
     __tablename__ = "usage_hourly_totals"
     __table_args__ = (
-        UniqueConstraint("hour", "org_id", "environment_id", "model_id", "region_code"),
+        UniqueConstraint("hour", *TOTALS_DIMENSIONS),
         Index("ix_usage_hourly_totals_org_id_hour", "org_id", "hour"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
     hour: datetime = Field(sa_type=UTCDateTime, description="start of the UTC hour")
-    org_id: str = Field(max_length=ID_LEN)
-    environment_id: str = Field(max_length=ID_LEN)
-    model_id: str = Field(max_length=64)
-    region_code: str = Field(default="", max_length=32)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class UsageDailyTotals(RollupMeasures, table=True):
+class UsageDailyTotals(RollupTotalsKeys, RollupMeasures, table=True):
     """The daily rows summed over keys (org × environment × model × region × day): what dashboards and
     statements group by, a fraction of the rows when an org has many keys."""
 
     __tablename__ = "usage_daily_totals"
     __table_args__ = (
-        UniqueConstraint("day", "org_id", "environment_id", "model_id", "region_code"),
+        UniqueConstraint("day", *TOTALS_DIMENSIONS),
         Index("ix_usage_daily_totals_org_id_day", "org_id", "day"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
     day: date = Field(sa_type=Date, description="UTC day")
-    org_id: str = Field(max_length=ID_LEN)
-    environment_id: str = Field(max_length=ID_LEN)
-    model_id: str = Field(max_length=64)
-    region_code: str = Field(default="", max_length=32)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
