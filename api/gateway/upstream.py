@@ -1,19 +1,21 @@
-"""Forwarding to OpenAI-native nodes (vLLM, SGLang, any OpenAI-compatible server) with aiohttp.
+"""Forwarding to OpenAI-native nodes (vLLM, SGLang, any OpenAI-compatible server).
 
-One connection pool per node. The request body goes out as the client sent it, except that a
-streamed request always asks for ``stream_options.include_usage`` (so metering gets exact counts)
-and a node that serves the model under another name gets that name.
+Keep-alive connections per node through the gateway's own HTTP/1.1 client (``api/gateway/h1.py``).
+The request body goes out as the client sent it, except that a streamed request always asks for
+``stream_options.include_usage`` (so metering gets exact counts) and a node that serves the model under
+another name gets that name. A node registered with ``api_key_env`` gets ``Authorization: Bearer`` with
+the key read from that environment variable.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
+from api.gateway.h1 import H1Pool, Response
 from api.gateway.registry import NodeView
 
 
@@ -30,52 +32,40 @@ class UpstreamFailure(Exception):
 @dataclass(frozen=True)
 class Timeouts:
     connect_s: float = 3.0
-    first_byte_s: float = 600.0  # a long generation is legitimate
+    first_byte_s: float = 600.0  # a long generation is legitimate; also the longest wait between two chunks
 
 
 class UpstreamPool:
     def __init__(self, timeouts: Timeouts | None = None) -> None:
         self.timeouts = timeouts or Timeouts()
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._h1 = H1Pool(connect_timeout=self.timeouts.connect_s, read_timeout=self.timeouts.first_byte_s)
 
-    def session(self, node: NodeView) -> aiohttp.ClientSession:
-        s = self._sessions.get(node.base_url)
-        if s is None or s.closed:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-            s = aiohttp.ClientSession(
-                base_url=node.base_url,
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.timeouts.connect_s, sock_read=self.timeouts.first_byte_s
-                ),
-                skip_auto_headers=("User-Agent",),
-                auto_decompress=False,
-            )
-            self._sessions[node.base_url] = s
-        return s
-
-    async def open(self, node: NodeView, path: str, body: bytes) -> aiohttp.ClientResponse:
+    async def open(self, node: NodeView, path: str, body: bytes) -> Response:
         """POST and wait for the status line; raise ``UpstreamFailure`` on anything worth a retry elsewhere."""
         try:
-            resp = await self.session(node).post(path, data=body, headers={"content-type": "application/json"})
-        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            resp = await self._h1.post(node.base_url, path, body, _auth_header(node.api_key_env))
+        except (OSError, TimeoutError, ValueError) as exc:
             raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
         if resp.status >= 500:
             try:
                 payload = await resp.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except (OSError, TimeoutError):
                 payload = b""
             resp.release()
             raise UpstreamFailure(f"HTTP {resp.status}", resp.status, payload)
         return resp
 
-    async def get(self, node: NodeView, path: str) -> tuple[int, bytes]:
-        async with self.session(node).get(path) as resp:
-            return resp.status, await resp.read()
-
     async def close(self) -> None:
-        await asyncio.gather(*(s.close() for s in self._sessions.values()), return_exceptions=True)
-        self._sessions.clear()
+        await self._h1.close()
+
+
+def _auth_header(env: str) -> bytes:
+    if not env:
+        return b""
+    key = (os.environ.get(env) or "").strip()
+    if not key or not key.isprintable():
+        return b""
+    return f"Authorization: Bearer {key}\r\n".encode()
 
 
 def prepare_body(raw: bytes, parsed: dict[str, Any] | None, *, stream: bool, served_model: str, model: str) -> bytes:

@@ -73,11 +73,15 @@ def _cic_api(settings: Settings, tmp: Any, workers: int, **env: str) -> tuple[su
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: proc.poll() is None and httpx.get(f"{base}/ready", timeout=1).status_code == 200,
-        timeout=30,
-        what="cic api ready",
-    )
+    try:
+        wait_until(
+            lambda: proc.poll() is None and httpx.get(f"{base}/ready", timeout=1).status_code == 200,
+            timeout=30,
+            what="cic api ready",
+        )
+    except AssertionError:
+        _stop(proc, signal.SIGKILL)  # no server left behind by a failed start
+        raise
     return proc, base
 
 
