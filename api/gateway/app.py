@@ -1,14 +1,13 @@
 """The data plane as a plain ASGI application.
 
 Request path: authenticate (key cache) → parse and validate the body → model enabled? → context
-fits? → pick a node → forward (aiohttp for OpenAI-native nodes, LiteLLM otherwise), retrying another
+fits? → pick a node → forward (our HTTP/1.1 client for OpenAI-native nodes, LiteLLM otherwise), retrying another
 node on connect errors and 5xx before the first byte → relay (SSE chunk by chunk) → one usage record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -17,7 +16,6 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from redis.exceptions import RedisError
 
@@ -26,6 +24,7 @@ from api.gateway.adapter import LiteLLMAdapter
 from api.gateway.auth import KeyCache
 from api.gateway.calls import Call
 from api.gateway.catalog import CatalogSnapshot
+from api.gateway.h1 import Response
 from api.gateway.metering import UsageMeter
 from api.gateway.protocol import (
     ChatCompletionRequest,
@@ -318,24 +317,36 @@ class Gateway:
     async def _run_cancellable(
         self, scope: Scope, receive: Receive, send: Send, call: Call, tail: str, req: Any, body: bytes
     ) -> None:
-        """Forward, and cancel the upstream call the moment the client goes away."""
-        work = asyncio.ensure_future(self._dispatch(send, call, tail, req, body))
-        watch = asyncio.ensure_future(_wait_disconnect(receive))
-        done, _ = await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            watch.cancel()
-            work.result()
-            return
-        if call.stream_done:
+        """Forward, and cancel the upstream call the moment the client goes away.
+
+        The forwarding runs in this task; a watcher task waits for the client's disconnect and cancels
+        this one (only while forwarding is still under way, so the cancellation lands inside it)."""
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _DisconnectWatch(receive, task, call)
+
+        async def sending(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                watch.running = False  # answered in full: the server's disconnect notice is not the client leaving
+
+        try:
+            await self._dispatch(sending, call, tail, req, body)
+        except asyncio.CancelledError:
+            watch.running = False
+            if not watch.cancelled:
+                raise  # the server is stopping, not the client leaving
+            task.uncancel()
+            call.fail(499, "client_disconnected", status="cancelled")
+            log.info("client disconnected", extra={"model": call.model, "chunks": call.completion_tokens})
+        except (OpenAIError, UpstreamFailure, OSError):
+            watch.running = False
+            if not (watch.gone and call.stream_done):
+                raise
             # The client hung up after reading [DONE] (the SDK does): the request completed.
-            with contextlib.suppress(OpenAIError, UpstreamFailure, OSError):
-                await work
-            return
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OpenAIError, UpstreamFailure):
-            await work
-        call.fail(499, "client_disconnected", status="cancelled")
-        log.info("client disconnected", extra={"model": call.model, "chunks": call.completion_tokens})
+        finally:
+            watch.running = False
+            watch.stop()
 
     async def _dispatch(self, send: Send, call: Call, tail: str, req: Any, body: bytes) -> None:
         ident = call.identity
@@ -419,13 +430,16 @@ class Gateway:
                 await self._relay_stream(send, call, node, resp)
             else:
                 await self._relay_json(send, call, node, resp)
+        except asyncio.CancelledError:
+            resp.close()  # the client went away: closing the connection stops the node's generation
+            raise
         finally:
             resp.release()
 
-    async def _relay_json(self, send: Send, call: Call, node: NodeView, resp: aiohttp.ClientResponse) -> None:
+    async def _relay_json(self, send: Send, call: Call, node: NodeView, resp: Response) -> None:
         try:
             payload = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
         call.mark_first_byte()
         try:
@@ -439,7 +453,7 @@ class Gateway:
         call.response_started = True
         await _send_json(send, 200, payload, call.request_id, raw=call.headers)
 
-    async def _relay_stream(self, send: Send, call: Call, node: NodeView, resp: aiohttp.ClientResponse) -> None:
+    async def _relay_stream(self, send: Send, call: Call, node: NodeView, resp: Response) -> None:
         rename = node.served_model != call.model
         scanner = SSEScanner(
             client_wants_usage=call.client_wants_usage,
@@ -447,7 +461,7 @@ class Gateway:
             model_to=b'"model":"' + call.model.encode() + b'"' if rename else b"",
         )
         try:
-            async for data in resp.content.iter_any():
+            async for data in resp.chunks():
                 if not call.response_started:
                     call.mark_first_byte()
                     call.response_started = True
@@ -468,7 +482,7 @@ class Gateway:
                 if call.admission is not None and time.monotonic() - call.lease_renewed > LEASE_RENEW_S:
                     call.lease_renewed = time.monotonic()  # a long stream keeps its concurrency slot
                     await self.s.limiter.renew(call.admission)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             if not call.response_started:
                 raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
             call.fail(502, "upstream_stream_broken")
@@ -600,11 +614,33 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+class _DisconnectWatch:
+    """Waits for the client's ``http.disconnect``; cancels ``task`` if it is still forwarding by then,
+    unless the client had already read the whole stream (``[DONE]``)."""
+
+    __slots__ = ("call", "cancelled", "gone", "running", "task", "watcher")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any], call: Call) -> None:
+        self.task = task
+        self.call = call
+        self.running = True
+        self.gone = False
+        self.cancelled = False
+        self.watcher = asyncio.ensure_future(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+        self.gone = True
+        if self.running and not self.call.stream_done:
+            self.cancelled = True
+            self.task.cancel()
+
+    def stop(self) -> None:
+        if not self.watcher.done():
+            self.watcher.cancel()
 
 
 def _response_headers(rid: str, *, sse: bool = False) -> list[tuple[bytes, bytes]]:
