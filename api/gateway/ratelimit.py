@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal, Protocol, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from api.gateway import metrics
 from api.gateway.resp import LuaScript, RespClient, encode_args
@@ -38,7 +38,7 @@ log = logging.getLogger("cic.ratelimit")
 MIN_MS = 60_000
 DAY_MS = 86_400_000
 LEASE_TTL_MS = 60_000
-SETTLE_BATCH_S = 0.005
+SETTLE_BATCH_S = 0.005  # the longest a settlement waits for an admission to carry it
 ENCODED_LAYERS_MAX = 10_000  # layers whose script arguments are kept encoded (a worker's recent tenants)
 _SCRIPT = (Path(__file__).with_name("ratelimit.lua")).read_text()
 
@@ -244,7 +244,8 @@ class RedisLimiter:
         self._renew = LuaScript(_RENEW)
         self._ttl_arg = encode_args([lease_ttl_ms])
         self._encoded: dict[tuple[str, str], tuple[Limits, bytes, bytes]] = {}
-        self._pending: list[tuple[int, bytes]] = []
+        self._pending: list[tuple[int, bytes]] = []  # settlements not sent yet (they ride on the next admission)
+        self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
 
     def _layer_args(self, layer: Layer) -> tuple[Limits, bytes, bytes]:
@@ -263,12 +264,41 @@ class RedisLimiter:
         parts = [encode_args((now, cost, lease_id)), self._ttl_arg, encode_args((len(layers), month))]
         for layer in layers:
             parts.append(self._layer_args(layer)[1])
-        raw = await self._admit.run(self._conn, 6 + 6 * len(layers), b"".join(parts))
+        argc, argv = 6 + 6 * len(layers), b"".join(parts)
+        if not self._pending:
+            raw = await self._admit.run(self._conn, argc, argv)
+            return _result(raw, layers, cost, lease_id, now, month)
+        # Settlements waiting to be sent go first, in the same write: no round trip of their own, and this
+        # admission already sees the slots and tokens they give back.
+        pending, self._pending = self._pending, []
+        replies = await self._conn.pipeline_packed(
+            [*(self._settle.packed(c, v) for c, v in pending), self._admit.packed(argc, argv)]
+        )
+        raw = replies.pop()
+        try:
+            await self._settled(pending, replies)
+        except (RedisError, OSError) as exc:  # this admission stands; those leases expire by themselves
+            log.warning("could not settle %d rate-limit reservations: %s", len(pending), exc)
+        if isinstance(raw, NoScriptError):
+            raw = await self._conn.execute_packed(self._admit.packed(argc, argv, whole=True))
+        elif isinstance(raw, Exception):
+            raise raw
         return _result(raw, layers, cost, lease_id, now, month)
+
+    async def _settled(self, calls: list[tuple[int, bytes]], replies: list[object]) -> None:
+        """Check the replies of settlements sent together; those that met a flushed script cache run again."""
+        missing = [calls[i] for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        failed = [r for r in replies if isinstance(r, RedisError) and not isinstance(r, NoScriptError)]
+        if missing:
+            again = await self._settle.run_many(self._conn, missing)
+            failed += [r for r in again if isinstance(r, RedisError)]
+        if failed:
+            log.warning("could not settle %d rate-limit reservations: %s", len(failed), failed[0])
 
     async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0, *, wait: bool = True) -> None:
         """Give back unused tokens, count the spend, free the lease. ``wait=False`` (the gateway, after the
-        response is sent) batches settlements of requests that end together into one pipelined write."""
+        response is sent) queues it: the worker's next admission carries it in the same write, or, if none
+        comes within ``SETTLE_BATCH_S``, it goes out with whatever else is queued."""
         if adm.settled:
             return
         adm.settled = True
@@ -284,27 +314,29 @@ class RedisLimiter:
             await self._settle.run(self._conn, *call)
             return
         self._pending.append(call)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon())
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(SETTLE_BATCH_S, self._flush_due)
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(SETTLE_BATCH_S)
-        await self._flush()
+    def _flush_due(self) -> None:
+        """No admission came along to carry the pending settlements within ``SETTLE_BATCH_S``: send them."""
+        self._timer = None
+        if self._pending and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:500], self._pending[500:]
             try:
-                replies = await self._settle.run_many(self._conn, batch)
+                replies = await self._conn.pipeline_packed([self._settle.packed(c, v) for c, v in batch])
+                await self._settled(batch, replies)
             except (RedisError, OSError) as exc:  # leases expire by themselves; tokens were reserved, not lost
                 log.warning("could not settle %d rate-limit reservations: %s", len(batch), exc)
-                continue
-            failed = [r for r in replies if isinstance(r, RedisError)]
-            if failed:
-                log.warning("could not settle %d rate-limit reservations: %s", len(failed), failed[0])
 
     async def close(self) -> None:
         """Settle what is pending and close the connection (a later call opens a new one)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
         try:

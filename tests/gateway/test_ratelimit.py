@@ -146,6 +146,32 @@ async def test_batched_settlement_lands() -> None:
     await client.aclose()
 
 
+async def test_queued_settlement_rides_on_the_next_admission() -> None:
+    limiter = RedisLimiter(RespClient.from_url(REDIS_URL))
+    admin = sync_redis.Redis.from_url(REDIS_URL)
+    layers = _layers("ride", tpm=1000, max_concurrency=1)
+    try:
+        first = await limiter.admit(layers, 300, "r1", T0 + 1)
+        assert first.allowed
+        await limiter.settle(first, 10, wait=False)
+        # No flush has run: the next admission carries the settlement and already sees its slot and tokens.
+        second = await limiter.admit(layers, 300, "r2", T0 + 2)
+        assert second.allowed and second.remaining_tokens == 1000 - 10 - 300
+        admin.script_flush()  # both scripts meet NOSCRIPT in the same write
+        await limiter.settle(second, 20, wait=False)
+        third = await limiter.admit(layers, 300, "r3", T0 + 3)
+        assert third.allowed and third.remaining_tokens == 1000 - 10 - 20 - 300
+        await limiter.settle(third, 30, wait=False)
+        # With no admission to carry it, the settlement goes out by itself within SETTLE_BATCH_S.
+        deadline = asyncio.get_running_loop().time() + 5
+        while admin.zcard(f"{layers[-1].prefix}:c"):
+            assert asyncio.get_running_loop().time() < deadline, "queued settlement never sent"
+            await asyncio.sleep(0.01)
+    finally:
+        await limiter.close()
+        admin.close()
+
+
 async def test_concurrent_admissions_exact_on_one_connection() -> None:
     """Many requests of one worker at once share the limiter's pipelined connection: each gets its own
     verdict, and exactly the limit is admitted."""
