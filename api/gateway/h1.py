@@ -358,6 +358,9 @@ class H1Pool:
         if conn.closed or not conn.keep_alive or conn.error is not None:
             conn.close()
             return
+        if conn.paused and conn.transport is not None:
+            conn.paused = False  # the answer ended while reading was paused for a caller that never read it
+            conn.transport.resume_reading()
         idle = self._idle.setdefault(conn.origin, [])
         if len(idle) >= MAX_IDLE:
             conn.close()

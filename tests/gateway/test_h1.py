@@ -328,6 +328,29 @@ async def test_large_body_with_a_slow_reader() -> None:
     await pool.close()
 
 
+async def test_answer_ending_while_reading_is_paused_leaves_a_reusable_connection() -> None:
+    pool = H1Pool(read_timeout=2)
+    async with serve(keep_alive_json) as server:
+        keep_alive_json.server = server  # type: ignore[attr-defined]
+        resp = await pool.post(server.url, "/v1/embeddings", b"1")
+        deadline = asyncio.get_running_loop().time() + 5
+        while not resp._conn.complete:
+            assert asyncio.get_running_loop().time() < deadline, "answer never completed"
+            await resp._conn.wait(1)
+        # As when a body over HIGH_WATER ends in the same read that paused reading, and nobody reads it.
+        conn = resp._conn
+        assert conn.transport is not None
+        conn.paused = True
+        conn.transport.pause_reading()
+        resp.release()
+        assert conn.transport.is_reading()
+        again = await pool.post(server.url, "/v1/embeddings", b"2")
+        assert await again.read() == b'{"echo":2}'
+        again.release()
+        assert server.connections == 1
+    await pool.close()
+
+
 async def test_upstream_pool_sends_the_node_key_and_maps_failures(monkeypatch: pytest.MonkeyPatch) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         while await read_request(reader, server) is not None:
