@@ -201,13 +201,22 @@ def _fold_hour(session: Session, hour: datetime, orgs: Sequence[str] | None) -> 
             }
         for m in _MEASURES:
             acc[m] += int(getattr(row, m) or 0)
-        acc["latency_hist"][str(row.b)] = int(row.requests)
+        acc["latency_hist"][int(row.b)] = int(row.requests)
     tb = histogram.bucket_sql(col(r.ttft_ms), dialect).label("b")
     tq = select(*dims, tb, func.count().label("n")).where(*where, col(r.ttft_ms).is_not(None)).group_by(*dims, tb)
     for row in session.execute(tq):
-        rows[_dims_of(row)]["ttft_hist"][str(row.b)] = int(row.n)
+        rows[_dims_of(row)]["ttft_hist"][int(row.b)] = int(row.n)
     now = utcnow()
-    values = [{**v, "hour": hour, "updated_at": now} for v in rows.values()]
+    values = [
+        {
+            **v,
+            "latency_hist": histogram.from_counts(v["latency_hist"]),
+            "ttft_hist": histogram.from_counts(v["ttft_hist"]),
+            "hour": hour,
+            "updated_at": now,
+        }
+        for v in rows.values()
+    ]
     _replace(session, UsageHourly, "hour", hour, orgs, values)
     _replace(session, UsageHourlyTotals, "hour", hour, orgs, _over_keys(values, "hour"))
     return len(values), sum(v["requests"] for v in values)
@@ -229,8 +238,8 @@ def _fold_day(session: Session, day: date, orgs: Sequence[str] | None) -> int:
         acc[k] = {
             **dict(zip(DIMENSIONS, k, strict=True)),
             **{m: int(getattr(row, m) or 0) for m in _MEASURES},
-            "latency_hist": {},
-            "ttft_hist": {},
+            "latency_hist": [],
+            "ttft_hist": [],
         }
     for k, hists in histogram.merged_sql(session, h, ("latency_hist", "ttft_hist"), dims, where).items():
         acc[k].update(hists)

@@ -39,8 +39,8 @@ class Totals:
     completion_tokens: int = 0
     cached_tokens: int = 0
     cost_picousd: int = 0
-    latency: histogram.Histogram = field(default_factory=dict)
-    ttft: histogram.Histogram = field(default_factory=dict)
+    latency: histogram.Histogram = field(default_factory=list)
+    ttft: histogram.Histogram = field(default_factory=list)
 
     @property
     def tokens(self) -> int:

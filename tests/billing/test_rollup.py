@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -95,6 +96,9 @@ def test_rollup_sums_percentiles_and_days(session: Session, engine: Engine) -> N
         assert set(days) == {date(2026, 10, 5), date(2026, 10, 6)}
         assert days[date(2026, 10, 5)].requests == 100
         assert days[date(2026, 10, 6)].errors == 1 and days[date(2026, 10, 6)].ttft_count == 1
+        # The day's histograms, merged from its hours by the database, are those of its records.
+        assert days[date(2026, 10, 5)].latency_hist == histogram.of(10 * (i + 1) for i in range(100))
+        assert days[date(2026, 10, 6)].ttft_hist == histogram.of([40])
         # Over keys: the day of key_b alone, and the latency histograms merged.
         totals = {(t.day, t.model_id): t for t in s.scalars(select(UsageDailyTotals))}
         assert totals[(date(2026, 10, 5), "llama-3-8b")].latency_hist == days[date(2026, 10, 5)].latency_hist
@@ -138,6 +142,11 @@ def test_rollup_on_sqlite(tmp_path: Path) -> None:
         res = rollup.run(eng)
         assert res.records == 30 and res.hours == 3
         assert _totals(eng, UsageHourly) == _raw_totals(eng) == _totals(eng, UsageDaily)
+        with Session(eng) as s:
+            (day,) = s.scalars(select(UsageDaily)).all()
+            assert day.latency_hist == histogram.of(range(1, 31))
+            (totals,) = s.scalars(select(UsageDailyTotals)).all()
+            assert totals.latency_hist == day.latency_hist
         rollup.run(eng)
         assert _totals(eng, UsageHourly) == _raw_totals(eng)
     finally:
@@ -146,12 +155,46 @@ def test_rollup_on_sqlite(tmp_path: Path) -> None:
 
 def test_percentile_accuracy() -> None:
     values = [1 + (i * 37) % 5000 for i in range(10_000)]
-    hist: histogram.Histogram = {}
+    counts: dict[int, int] = {}
     for v in values:
-        b = str(histogram.bucket(v))
-        hist[b] = hist.get(b, 0) + 1
+        b = histogram.bucket(v)
+        counts[b] = counts.get(b, 0) + 1
+    hist = histogram.from_counts(counts)
+    assert hist == histogram.of(values) and histogram.counts(hist) == counts
     exact = sorted(values)
     for q in (0.5, 0.95, 0.99):
         true = exact[int(q * len(exact)) - 1]
         got = histogram.percentile(hist, q)
         assert got is not None and abs(got - true) / true < 0.06
+
+
+def test_histograms_merge_position_by_position() -> None:
+    """Arrays that start at different buckets and have gaps add up to the histogram of all their values."""
+    parts: list[list[float]] = [[3000, 3100], [0.5, 1, 40, 41, 2000], [], [250] * 7, [9_000_000]]
+    hists = [histogram.of(p) for p in parts]
+    assert hists[2] == [] and hists[3] == [histogram.bucket(250), 7]
+    assert hists[1][0] == 0 and hists[1][1] == 2  # below 1 ms: bucket 0
+    everything = [v for p in parts for v in p]
+    merged = histogram.merge([*hists, None])
+    assert merged == histogram.of(everything)
+    assert merged[1] != 0 and merged[-1] != 0  # both ends non-empty: equal histograms are equal lists
+    assert histogram.merge(reversed(hists)) == merged
+    # In place, one at a time, in any order; taking away and trimming gives the rest's histogram.
+    acc: list[int] = []
+    for h in (hists[3], hists[1], hists[4], hists[0]):
+        histogram.add(acc, h)
+    assert acc == merged
+    histogram.add(acc, hists[1], -1)  # the lowest buckets
+    histogram.add(acc, hists[4], -1)  # the highest
+    histogram.trim(acc)
+    assert acc == histogram.merge([hists[0], hists[3]]) == histogram.of([3000, 3100, *[250] * 7])
+    histogram.add(acc, hists[0], -1)
+    histogram.add(acc, hists[3], -1)
+    histogram.trim(acc)
+    assert acc == []
+    assert histogram.merge([]) == [] and histogram.merge([hists[3]]) == hists[3]
+    assert sum(histogram.counts(merged).values()) == len(everything)
+    for q in (0.01, 0.5, 0.95, 1.0):
+        b = histogram.bucket(sorted(everything)[max(1, math.ceil(q * len(everything))) - 1])
+        assert histogram.percentile(merged, q) == (round(1.1 ** (b + 0.5)) if b > 0 else 1)
+    assert histogram.percentile([], 0.5) is None
