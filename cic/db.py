@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from psycopg import pq
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
@@ -27,7 +28,19 @@ def make_engine(settings: Settings) -> Engine:
     engine = create_engine(settings.database_url, **kwargs)
     if settings.is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.driver == "psycopg":
+        event.listen(engine, "before_cursor_execute", _binary_results)
     return engine
+
+
+BINARY_RESULTS = "cic_binary_results"
+"""Execution option: PostgreSQL sends this statement's results in binary, which psycopg decodes
+faster than text (arrays above all: no digits to parse). The Python values are the same."""
+
+
+def _binary_results(_conn: Any, cursor: Any, _statement: str, _params: Any, context: Any, _executemany: bool) -> None:
+    if context is not None and context.execution_options.get(BINARY_RESULTS):
+        cursor.format = pq.Format.BINARY
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

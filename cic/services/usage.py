@@ -1,9 +1,12 @@
 """Usage queries, answered from the hourly and daily roll-ups — never from the raw usage records.
 
 A range is read at hourly resolution (``since`` is rounded down and ``until`` up to the hour): whole
-UTC days from ``usage_daily``, the partial days at either end from ``usage_hourly``. The database sums
-and groups; latency and TTFT percentiles come from histograms merged by the database as well, so a
-query returns a few hundred small rows whatever the traffic was.
+UTC days from the daily roll-ups, and a day the range cuts either from its hourly rows inside the range
+or as its daily row minus its hourly rows outside (whichever is fewer rows; see ``_plan``). Without a
+key dimension the totals over keys are read, one row per environment × model × region per day or hour.
+Sums alone are grouped by the database; with percentiles the rows come back as they are (a few
+hundred to a couple of thousand for a month of a busy org) and their latency and TTFT histograms —
+short integer arrays — are added up here, whatever the traffic was.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, cast, func, or_
+from sqlalchemy import BigInteger, Date, cast, func, literal_column, or_, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from cic import db
 from cic.billing import histogram, rollup
 from cic.billing.pricing import usd
 from cic.models import Environment, UsageDaily, UsageDailyTotals, UsageHourly, UsageHourlyTotals
@@ -46,14 +50,20 @@ class Totals:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def merge(self, other: Totals) -> None:
-        for f in _SUMS:
-            setattr(self, f, getattr(self, f) + getattr(other, f))
-        self.latency = histogram.merge((self.latency, other.latency))
-        self.ttft = histogram.merge((self.ttft, other.ttft))
+    @classmethod
+    def combine(cls, parts: Sequence[Totals]) -> Totals:
+        """The sum of ``parts`` (each histogram merged once, whatever their number)."""
+        if len(parts) == 1:
+            return parts[0]
+        t = cls(*(sum(getattr(p, f) for p in parts) for f in _SUMS))
+        t.latency = histogram.merge(p.latency for p in parts)
+        t.ttft = histogram.merge(p.ttft for p in parts)
+        return t
 
     def row(self, **labels: Any) -> UsageRow:
         cost = usd(self.cost_picousd)
+        latency_p50, latency_p95 = histogram.percentiles(self.latency, (0.5, 0.95))
+        ttft_p50, ttft_p95 = histogram.percentiles(self.ttft, (0.5, 0.95))
         return UsageRow(
             **labels,
             requests=self.requests,
@@ -64,10 +74,10 @@ class Totals:
             error_rate=round(self.errors / self.requests, 6) if self.requests else 0.0,
             cost=float(cost),
             cost_usd=format(cost, "f"),
-            latency_p50_ms=histogram.percentile(self.latency, 0.5),
-            latency_p95_ms=histogram.percentile(self.latency, 0.95),
-            ttft_p50_ms=histogram.percentile(self.ttft, 0.5),
-            ttft_p95_ms=histogram.percentile(self.ttft, 0.95),
+            latency_p50_ms=latency_p50,
+            latency_p95_ms=latency_p95,
+            ttft_p50_ms=ttft_p50,
+            ttft_p95_ms=ttft_p95,
         )
 
 
@@ -80,16 +90,50 @@ def _ceil_hour(t: datetime) -> datetime:
     return f if f == t else f + rollup.HOUR
 
 
-def _spans(
-    since: datetime, until: datetime
-) -> tuple[list[tuple[datetime, datetime]], tuple[datetime, datetime] | None]:
-    """[since, until) at hourly resolution as (hourly spans, whole-day span)."""
+Span = tuple[datetime, datetime]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a range is read: whole days from the daily roll-ups, plus hours from the hourly ones, minus
+    the hours of some of those days that lie outside the range."""
+
+    days: tuple[date, date] | None = None
+    plus: tuple[Span, ...] = ()
+    minus: tuple[Span, ...] = ()
+
+
+def _plan(since: datetime, until: datetime, now: datetime) -> _Plan:
+    """[since, until) at hourly resolution. Whole days come from the daily roll-ups. A day the range
+    cuts is read either as its hours inside the range, or as the whole day minus its hours outside —
+    whichever reads fewer hourly rows (a daily row is the exact sum of its day's hourly rows, and
+    hours after ``now`` have none yet). So a range ending now reads today as one row per group, and no
+    cut day costs more than half a day of hourly rows."""
     lo, hi = rollup.floor_hour(since.astimezone(UTC)), _ceil_hour(until.astimezone(UTC))
-    d0 = _floor_day(lo) if _floor_day(lo) == lo else _floor_day(lo) + DAY
-    d1 = _floor_day(hi)
-    if d0 >= d1:
-        return ([(lo, hi)] if lo < hi else []), None
-    return [(a, b) for a, b in ((lo, d0), (d1, hi)) if a < b], (d0, d1)
+    if lo >= hi:
+        return _Plan()
+    filled = _ceil_hour(now.astimezone(UTC))
+
+    def cost(a: datetime, b: datetime) -> int:
+        return max(0, (min(b, filled) - a) // rollup.HOUR)
+
+    days: list[datetime] = []
+    plus: list[Span] = []
+    minus: list[Span] = []
+    day = _floor_day(lo)
+    while day < hi:
+        a, b = max(lo, day), min(hi, day + DAY)
+        outside = [(x, y) for x, y in ((day, a), (b, day + DAY)) if x < y]
+        if not outside:
+            days.append(day)
+        elif 1 + sum(cost(x, y) for x, y in outside) < cost(a, b):
+            days.append(day)
+            minus.extend(outside)
+        else:
+            plus.append((a, b))
+        day += DAY
+    whole = (days[0].date(), (days[-1] + DAY).date()) if days else None
+    return _Plan(whole, tuple(plus), tuple(minus))
 
 
 def _as_date(v: Any) -> date:
@@ -112,43 +156,70 @@ def aggregate(
     percentiles: bool = False,
 ) -> dict[tuple[Any, ...], Totals]:
     """Roll-up totals over [since, until) (hourly resolution) grouped by ``by``, summed by the database;
-    with ``percentiles``, the merged latency and TTFT histograms too."""
+    with ``percentiles``, the latency and TTFT histograms too.
+
+    One statement reads every part of the range (so all parts come from one snapshot, which the
+    subtraction of hours needs). With ``percentiles`` the matching rows come back as they are and are
+    added up here: they are few (without a key dimension, the totals over keys: one row per
+    environment × model × region per day or hour) and their histograms are short integer arrays,
+    which Python adds position by position several times faster than SQL can expand and re-group them.
+    """
     pg = session.get_bind().dialect.name == "postgresql"
-    out: dict[tuple[Any, ...], Totals] = {}
-    hourly_spans, days = _spans(since, until)
-    sources: list[tuple[Any, list[Any]]] = []
+    plan = _plan(since, until, utcnow())
     # Without a key dimension, the totals over keys hold the same sums in a fraction of the rows.
     per_key = "api_key_id" in by
-    if hourly_spans:
-        hourly: Any = UsageHourly if per_key else UsageHourlyTotals
-        h = col(hourly.hour)
-        sources.append((hourly, [or_(*((h >= a) & (h < b) for a, b in hourly_spans))]))
-    if days is not None:
-        daily: Any = UsageDaily if per_key else UsageDailyTotals
-        sources.append((daily, [col(daily.day) >= days[0].date(), col(daily.day) < days[1].date()]))
-    for table, where in sources:
+    hourly: Any = UsageHourly if per_key else UsageHourlyTotals
+    daily: Any = UsageDaily if per_key else UsageDailyTotals
+    parts: list[tuple[Any, list[Any], int]] = []
+    if plan.days is not None:
+        parts.append((daily, [col(daily.day) >= plan.days[0], col(daily.day) < plan.days[1]], 1))
+    h = col(hourly.hour)
+    for spans, sign in ((plan.plus, 1), (plan.minus, -1)):
+        if spans:
+            parts.append((hourly, [or_(*((h >= a) & (h < b) for a, b in spans))], sign))
+    if not parts:
+        return {}
+    selects = []
+    for table, where, sign in parts:
         if org_id is not None:
             where.append(table.org_id == org_id)
         if env_id is not None:
             where.append(table.environment_id == env_id)
-        groups = [_dimension(table, d, pg) for d in by]
-        q = sa_select(*groups, *(func.sum(getattr(table, m)) for m in _SUMS)).where(*where)
-        if groups:
-            q = q.group_by(*groups)
-        for row in session.execute(q):
-            key = _key(row[: len(groups)], by)
-            values = row[len(groups) :]
-            if values[0] is None:
-                continue  # no rows at all in this span
-            t = out.setdefault(key, Totals())
-            for m, v in zip(_SUMS, values, strict=True):
-                setattr(t, m, getattr(t, m) + int(v or 0))
+        groups = [_dimension(table, d, pg).label(f"g{i}") for i, d in enumerate(by)]
         if percentiles:
-            merged = histogram.merged_sql(session, table, ("latency_hist", "ttft_hist"), groups, where)
-            for k, hists in merged.items():
-                t = out.setdefault(_key(k, by), Totals())
-                t.latency = histogram.merge((t.latency, hists["latency_hist"]))
-                t.ttft = histogram.merge((t.ttft, hists["ttft_hist"]))
+            hists = (table.latency_hist, table.ttft_hist)
+            q = sa_select(literal_column(str(sign)), *groups, *(getattr(table, m) for m in _SUMS), *hists)
+            selects.append(q.where(*where))
+        else:
+            sums = (cast(func.sum(getattr(table, m)), BigInteger) for m in _SUMS)
+            q = sa_select(literal_column(str(sign)), *groups, *sums)
+            selects.append(q.where(*where).group_by(*groups) if groups else q.where(*where))
+    out: dict[tuple[Any, ...], Totals] = {}
+    n = len(by)
+    stmt = (union_all(*selects) if len(selects) > 1 else selects[0]).execution_options(**{db.BINARY_RESULTS: True})
+    # Core, not ORM, execution, and every row fetched at once (one C call, not one per row).
+    for row in session.connection().execute(stmt).all():
+        if row[n + 1] is None:
+            continue  # a sum over no rows
+        sign = row[0]
+        key = _key(row[1 : n + 1], by)
+        t = out.get(key)
+        if t is None:
+            t = out[key] = Totals()
+        t.requests += sign * row[n + 1]
+        t.errors += sign * row[n + 2]
+        t.prompt_tokens += sign * row[n + 3]
+        t.completion_tokens += sign * row[n + 4]
+        t.cached_tokens += sign * row[n + 5]
+        t.cost_picousd += sign * row[n + 6]
+        if percentiles:
+            histogram.add(t.latency, row[n + 7], sign)
+            histogram.add(t.ttft, row[n + 8], sign)
+    if plan.minus:  # groups with no usage left in the range, and buckets emptied at either end
+        out = {k: t for k, t in out.items() if t.requests}
+        for t in out.values():
+            histogram.trim(t.latency)
+            histogram.trim(t.ttft)
     return out
 
 
@@ -161,7 +232,9 @@ def _dimension(table: Any, d: Dimension, pg: bool) -> Any:
 
 
 def _key(values: Sequence[Any], by: Sequence[Dimension]) -> tuple[Any, ...]:
-    return tuple(_as_date(v) if d == "day" else v for v, d in zip(values, by, strict=True))
+    if "day" not in by:
+        return tuple(values)
+    return tuple(v if d != "day" or type(v) is date else _as_date(v) for v, d in zip(values, by, strict=True))
 
 
 def total(session: Session, org_id: str, since: datetime, until: datetime, *, env_id: str | None = None) -> Totals:
@@ -189,14 +262,14 @@ def report(
     names = dict(session.exec(select(Environment.id, Environment.name).where(Environment.org_id == org.id)).all())
     dims: list[Dimension] = ["environment_id" if g == "environment" else g for g in group_by]
     groups = aggregate(session, since, until, org_id=org.id, env_id=env_id, by=dims, percentiles=True)
-    labelled: dict[tuple[Any, ...], Totals] = {}
+    # Environments are shown by name; two with one name (one deleted, one new) make one row.
+    parts: dict[tuple[Any, ...], list[Totals]] = {}
     for key, t in groups.items():
         label = tuple(names.get(v, v) if g == "environment" else v for g, v in zip(group_by, key, strict=True))
-        labelled.setdefault(label, Totals()).merge(t)
+        parts.setdefault(label, []).append(t)
+    labelled = {label: Totals.combine(ts) for label, ts in parts.items()}
     rows = [labelled[k].row(**dict(zip(group_by, k, strict=True))) for k in sorted(labelled, key=_sort_key)]
-    totals = Totals()
-    for t in labelled.values():
-        totals.merge(t)
+    totals = Totals.combine(list(labelled.values())) if labelled else Totals()
     return UsageReport(
         org_id=org.id,
         since=since,
