@@ -11,6 +11,7 @@ short integer arrays — are added up here, whatever the traffic was.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -197,8 +198,10 @@ def aggregate(
     out: dict[tuple[Any, ...], Totals] = {}
     n = len(by)
     stmt = (union_all(*selects) if len(selects) > 1 else selects[0]).execution_options(**{db.BINARY_RESULTS: True})
-    # Core, not ORM, execution, and every row fetched at once (one C call, not one per row).
-    for row in session.connection().execute(stmt).all():
+    # Core, not ORM, execution; rows fetched 50 at a time (one C call per batch, not per row) and each
+    # batch dropped once added. Holding all of them at once made ~8 young-generation collections per
+    # report, and a full collection (~100 ms here) every dozen reports: the p95 on the bench.
+    for row in itertools.chain.from_iterable(session.connection().execute(stmt).partitions(50)):
         if row[n + 1] is None:
             continue  # a sum over no rows
         sign = row[0]
