@@ -41,6 +41,8 @@ class UsageMeter:
         self._flush_interval_s = flush_interval_s
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._writing: set[asyncio.Future[None]] = set()
+        self._closing = False
         self.written = 0
         self.spooled = 0
         self.replayed = 0
@@ -59,14 +61,14 @@ class UsageMeter:
     # --- background side ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Flush forever; replay the spool every few seconds."""
+        """Flush until ``close``; replay the spool every few seconds."""
         last_replay = 0.0
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
             self._wake.clear()
             await self.flush()
-            if time.monotonic() - last_replay > 5:
+            if not self._closing and time.monotonic() - last_replay > 5:
                 last_replay = time.monotonic()
                 await self.replay_spool()
 
@@ -74,15 +76,28 @@ class UsageMeter:
         async with self._lock:
             while self._queue:
                 batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
-                try:
-                    await asyncio.to_thread(self._insert, batch)
-                    self.written += len(batch)
-                except SQLAlchemyError as exc:
-                    log.error("usage batch not written, spooling %d records: %s", len(batch), exc)
-                    await asyncio.to_thread(self._spool, batch)
-                    self.spooled += len(batch)
+                # Once out of the queue a batch is written or spooled whatever happens to this task:
+                # cancelling a thread's future before the executor starts it would drop the batch.
+                job = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+                self._writing.add(job)
+                job.add_done_callback(self._writing.discard)
+                await asyncio.shield(job)
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self._insert(batch)
+            self.written += len(batch)
+        except SQLAlchemyError as exc:
+            log.error("usage batch not written, spooling %d records: %s", len(batch), exc)
+            self._spool(batch)
+            self.spooled += len(batch)
 
     async def close(self) -> None:
+        """Stop the flush loop, wait for batches being written, then write what is left."""
+        self._closing = True
+        self._wake.set()
+        while self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
         await self.flush()
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:

@@ -67,6 +67,7 @@ class DataPlane:
         )
         self.gateway = Gateway(self.state)
         self._tasks: list[asyncio.Task[None]] = []
+        self._meter_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:
@@ -80,7 +81,7 @@ class DataPlane:
         self._every(self.settings.node_refresh_s, self.refresh_nodes, "node registry")
         self._every(CATALOG_REFRESH_S, self.refresh_catalog, "catalog", until_loaded=True)
         self._every(self.settings.last_used_flush_s, self.state.keys.flush_last_used, "last_used_at")
-        self._tasks.append(asyncio.create_task(self.state.meter.run(), name="usage meter"))
+        self._meter_task = asyncio.create_task(self.state.meter.run(), name="usage meter")
         if self.redis is not None:
             self._tasks.append(asyncio.create_task(self._subscribe(), name="key invalidation"))
 
@@ -91,7 +92,11 @@ class DataPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        # The meter is asked to stop, not cancelled: a batch it has taken is written (or spooled) first.
         await self.state.meter.close()
+        if self._meter_task is not None:
+            await self._meter_task
+            self._meter_task = None
         with contextlib.suppress(RedisError, OSError):
             await self.state.limiter.close()
         with contextlib.suppress(SQLAlchemyError):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,3 +79,40 @@ def test_shutdown_flushes_queue(engine: Engine, session: Session, tmp_path: Path
         meter.record(_row(i))
     asyncio.run(meter.close())
     assert _count(session) == 10
+
+
+def test_batch_taken_by_a_cancelled_flush_is_still_written(engine: Engine, session: Session, tmp_path: Path) -> None:
+    """Cancelling the flush loop while its batch waits for a worker thread must not drop the batch."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        submitted = asyncio.Event()
+
+        class OneWorker(ThreadPoolExecutor):
+            def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+                future = super().submit(fn, *args, **kwargs)
+                if fn != busy.wait:
+                    submitted.set()  # the flush loop has handed its batch to the executor
+                return future
+
+        busy = threading.Event()
+        loop.set_default_executor(OneWorker(max_workers=1))
+        loop.run_in_executor(None, busy.wait)  # the only worker thread is taken: the batch queues behind it
+        try:
+            meter = UsageMeter(engine, tmp_path, flush_interval_s=0.01)
+            for i in range(1, 6):
+                meter.record(_row(i))
+            runner = asyncio.create_task(meter.run())
+            await asyncio.wait_for(submitted.wait(), 10)
+            assert meter.pending == 0
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            busy.set()
+            await meter.close()
+
+        finally:
+            busy.set()  # never leave the executor blocked, or asyncio.run would wait for it forever
+
+    asyncio.run(scenario())
+    assert _count(session) == 5
