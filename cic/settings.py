@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     global_tpm: int | None = Field(default=None, ge=1, description="whole-platform tokens per minute")
     global_tpd: int | None = Field(default=None, ge=1)
     global_max_concurrency: int | None = Field(default=None, ge=1, description="whole-platform requests in flight")
+    limits_overlap: bool = Field(
+        default=True,
+        description="for a key whose last admission left ample room (and no concurrency limit), write the "
+        "request to the node while its admission is in flight; the answer waits for the admission",
+    )
     upstream_connect_timeout_s: float = Field(default=3.0, gt=0)
     upstream_read_timeout_s: float = Field(default=600.0, gt=0)
     # Billing. Metering, roll-ups, the ledger and statements always run; Stripe only when enabled.

@@ -8,6 +8,7 @@ node on connect errors and 5xx before the first byte → relay (SSE chunk by chu
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -54,6 +55,8 @@ DEFAULT_RESERVED_OUTPUT = 256  # tokens reserved for a response of unstated leng
 LEASE_RENEW_S = 20.0
 NO_NODE_RETRY_AFTER_S = 5
 LAYER_CACHE_MAX = 10_000  # identities whose limit layers are kept built
+ROOMY_MAX = 100_000  # keys whose last admission's headroom is remembered
+_BACKGROUND: set[asyncio.Future[None]] = set()  # settlements of abandoned admissions, kept alive until done
 
 _ENDPOINTS: dict[str, tuple[str, type[Any], frozenset[str]]] = {
     # path tail: (endpoint name, request model, model kinds it serves)
@@ -89,6 +92,7 @@ class GatewayState:
         default_policy: str = "least_load",
         shed: Shedding | None = None,
         billing_grace_s: float = 7 * 86400,
+        speculative_admission: bool = True,
     ) -> None:
         self.keys = keys
         self.meter = meter
@@ -99,6 +103,7 @@ class GatewayState:
         self.registry = NodeRegistry(default_policy=default_policy)
         self.shed = shed or Shedding()
         self.billing_grace_s = billing_grace_s
+        self.speculative_admission = speculative_admission
         self.catalog = CatalogSnapshot(models={}, prices={})
 
 
@@ -108,6 +113,8 @@ class Gateway:
         # id(identity) -> (identity, global limits, its layers): the key cache hands out one identity object
         # per key until the key is reloaded; holding it keeps its id from being reused meanwhile.
         self._layer_cache: dict[int, tuple[KeyIdentity, Limits, tuple[Layer, ...]]] = {}
+        # key id -> whether its last admission in this worker left ample room (see _admit)
+        self._roomy: dict[str, bool] = {}
 
     # --- entry ---------------------------------------------------------------------------------
 
@@ -216,6 +223,8 @@ class Gateway:
                 await _send_error(send, err, rid, call.headers)
         finally:
             metrics.IN_FLIGHT.dec()
+            if call.pending is not None:
+                self._abandon(call)
             self._meter(call)
             if call.admission is not None:
                 await self._settle(call)
@@ -248,12 +257,13 @@ class Gateway:
         """
         ident = call.identity
         layers = self._layers(ident)
-        if self.s.registry.saturated(
+        saturated = self.s.registry.saturated(
             call.model,
             ident.region,
             cross_region=ident.allow_cross_region,
             waiting_threshold=self.s.shed.waiting_threshold,
-        ):
+        )
+        if saturated:
             reserved = ident.reservations.get((call.model, ident.region))
             if reserved:
                 layers += (
@@ -269,6 +279,18 @@ class Gateway:
             + call.messages * tokens.TEMPLATE_TOKENS_PER_MESSAGE
             + (out if out is not None else DEFAULT_RESERVED_OUTPUT)
         )
+        if (
+            self.s.speculative_admission
+            and not saturated
+            and self._roomy.get(ident.key_id, False)
+            and not any(layer.limits.max_concurrency for layer in layers)
+        ):
+            pending = self.s.limiter.send(layers, cost, call.request_id)
+            if pending is not None:
+                # Written to Redis; the node's request is written before its reply is awaited (_confirm).
+                call.pending, call.pending_cost = pending, cost
+                pending.add_done_callback(_AdmissionTimer())
+                return
         started = time.perf_counter()
         adm = await self.s.limiter.admit(layers, cost, call.request_id)
         metrics.ADMISSION.observe(time.perf_counter() - started)
@@ -279,12 +301,64 @@ class Gateway:
             if not layers:
                 return
             adm = await self.s.limiter.admit(layers, cost, call.request_id)
+        self._note(call, adm, cost)
+        metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
+        self._accept(call, adm, cost)
+
+    def _note(self, call: Call, adm: Admission, cost: int) -> None:
+        """Remember whether this key has room to spare: only then is its next admission overlapped with
+        forwarding. A key near or over a limit (or a new key) reaches a node only once admitted; a key with
+        room reaches it while its admission runs, and is cut off there if other workers used up that room."""
+        roomy = self._roomy
+        if len(roomy) >= ROOMY_MAX:
+            roomy.clear()
+        roomy[call.identity.key_id] = adm.allowed and (
+            (adm.limit_requests < 0 or adm.remaining_requests >= max(2, adm.limit_requests // 10))
+            and (adm.limit_tokens < 0 or adm.remaining_tokens >= max(2 * cost, adm.limit_tokens // 10))
+        )
+
+    @staticmethod
+    def _accept(call: Call, adm: Admission, cost: int) -> None:
         if not adm.allowed:
             assert adm.layer is not None and adm.kind is not None
             metrics.RATE_LIMITED.labels(adm.layer.name, adm.kind).inc()
             raise rate_limited(adm, cost)
         call.admission = adm
         call.headers = adm.headers()
+
+    async def _confirm(self, call: Call) -> None:
+        """Wait for an admission started by ``_admit``; refused, nothing the node did reaches the client."""
+        pending = call.pending
+        if pending is None:
+            return
+        started = time.perf_counter()
+        if not pending.done():
+            await asyncio.wait((pending,))  # a cancelled wait leaves the admission to _abandon
+        call.pending = None
+        metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
+        adm = pending.result()
+        self._note(call, adm, call.pending_cost)
+        if not adm.allowed:
+            call.node_id, call.region = None, ""
+        self._accept(call, adm, call.pending_cost)
+
+    def _abandon(self, call: Call) -> None:
+        """The request ended before its admission was confirmed: give back what the admission took."""
+        pending, call.pending = call.pending, None
+        assert pending is not None
+        limiter = self.s.limiter
+
+        def settle(fut: asyncio.Future[Admission]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            adm = fut.result()
+            if adm.allowed:
+                task = asyncio.ensure_future(limiter.settle(adm, 0, wait=False))
+                _BACKGROUND.add(task)
+                task.add_done_callback(_BACKGROUND.discard)
+
+        pending.add_done_callback(settle)
+        call.node_id = None  # never admitted: no work of a node is billed
 
     async def _wait_for_room(self, call: Call) -> None:
         ident, shed = call.identity, self.s.shed
@@ -369,6 +443,8 @@ class Gateway:
             )
             if node is None:
                 break
+            if not node.native:
+                await self._confirm(call)  # LiteLLM's call is not split: admitted first, then forwarded
             tried.add(node.id)
             call.node_id, call.region = node.id, node.region
             registry.in_flight[node.id] += 1
@@ -397,6 +473,7 @@ class Gateway:
                     # TTFT of this attempt, for streams only (a whole JSON body is not a first token).
                     first = call.ttft_s - (began - call.started) if call.stream and call.ttft_s is not None else None
                     registry.observe(node.id, ok=ok, latency_s=time.perf_counter() - began, ttft_s=first)
+        await self._confirm(call)  # over its limits, a request hears 429 rather than 503 / 502
         if not tried:
             raise OpenAIError(
                 503,
@@ -416,7 +493,8 @@ class Gateway:
 
     async def _forward_native(self, send: Send, call: Call, node: NodeView, tail: str, req: Any, body: bytes) -> None:
         upstream_body = prepare_body(body, None, stream=call.stream, served_model=node.served_model, model=call.model)
-        resp = await self.s.pool.open(node, f"/v1/{tail}", upstream_body)
+        confirm = functools.partial(self._confirm, call) if call.pending is not None else None
+        resp = await self.s.pool.open(node, f"/v1/{tail}", upstream_body, confirm)
         try:
             if resp.status != 200:
                 payload = await resp.read()
@@ -612,6 +690,18 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+class _AdmissionTimer:
+    """Observes an overlapped admission's round trip when its outcome is in."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, _: asyncio.Future[Admission]) -> None:
+        metrics.ADMISSION.observe(time.perf_counter() - self.started)
 
 
 class _DisconnectWatch:

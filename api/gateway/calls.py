@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,9 @@ class Call:
     response_started: bool = False
     stream_done: bool = False  # [DONE] was relayed
     admission: Admission | None = None
+    # an admission written to Redis and not yet confirmed (see Gateway._admit): forwarding starts meanwhile
+    pending: asyncio.Future[Admission] | None = None
+    pending_cost: int = 0
     cost_picousd: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-* for the response
     lease_renewed: float = field(default_factory=time.monotonic)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -282,9 +282,19 @@ class H1Pool:
             o = self._origins[base_url] = Origin.parse(base_url)
         return o
 
-    async def post(self, base_url: str, path: str, body: bytes, headers: bytes = b"") -> Response:
+    async def post(
+        self,
+        base_url: str,
+        path: str,
+        body: bytes,
+        headers: bytes = b"",
+        confirm: Callable[[], Awaitable[None]] | None = None,
+    ) -> Response:
         """POST ``body`` (JSON) to ``base_url`` + ``path`` and wait for the status line. ``headers`` are extra
-        header lines, each ending in CRLF. Raises ``OSError`` (``ConnectionError``) or ``TimeoutError``."""
+        header lines, each ending in CRLF. Raises ``OSError`` (``ConnectionError``) or ``TimeoutError``.
+
+        ``confirm``, if given, is awaited once the request is written, while the server works on it; if it
+        raises, the connection is closed (the server stops) and its exception propagates."""
         origin = self.origin(base_url)
         head = b"".join(
             (
@@ -307,6 +317,9 @@ class H1Pool:
             if len(body) >= 65536:
                 conn.transport.write(body)
             try:
+                if confirm is not None:
+                    await confirm()
+                    confirm = None
                 while not conn.headers_done:
                     await conn.wait(self.read_timeout)
             except ResponseError:

@@ -37,6 +37,11 @@ ADMISSION_BUCKETS = (5e-5, 1e-4, 1.5e-4, 2e-4, 2.5e-4, 3e-4, 4e-4, 5e-4, 7.5e-4,
 ADMISSION = Histogram(
     "cic_limiter_admission_seconds", "Rate-limit admission (all layers, one round trip)", buckets=ADMISSION_BUCKETS
 )
+LIMITER_WAIT = Histogram(
+    "cic_limiter_wait_seconds",
+    "Time a request waited on its rate-limit admission (an admission overlapped with forwarding: only the rest)",
+    buckets=(0.0, *ADMISSION_BUCKETS),
+)
 IN_FLIGHT = Gauge("cic_requests_in_flight", "Requests in flight", multiprocess_mode="livesum")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

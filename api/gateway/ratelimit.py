@@ -21,16 +21,18 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from api.gateway import metrics
-from api.gateway.resp import LuaScript, RespClient, encode_args
+from api.gateway.resp import LuaScript, RespClient, encode_args, in_order
 from cic.limits import Limits
 
 log = logging.getLogger("cic.ratelimit")
@@ -121,6 +123,12 @@ class Limiter(Protocol):
     async def admit(
         self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
     ) -> Admission: ...
+
+    def send(
+        self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
+    ) -> asyncio.Future[Admission] | None:
+        """Start the admission now and return its outcome to await later; ``None``: not possible, use ``admit``."""
+        ...
 
     async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0, *, wait: bool = True) -> None: ...
 
@@ -259,6 +267,22 @@ class RedisLimiter:
         return enc
 
     async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
+        reply = self.write(layers, cost, lease_id, now_ms)
+        if reply is None:  # no connection yet: open one, then write
+            await self._conn.connect()
+            reply = self.write(layers, cost, lease_id, now_ms)
+            if reply is None:  # pragma: no cover - connect() returned a connection that closed at once
+                raise RedisConnectionError("Redis connection is closed")
+        return await reply
+
+    def write(
+        self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
+    ) -> Coroutine[Any, Any, Admission] | None:
+        """Write the admission now, on the open connection (``None`` if there is none), and return what awaits
+        its reply: the caller can do other work while the script runs. The returned coroutine must be awaited."""
+        conn = self._conn.open_connection
+        if conn is None:
+            return None
         now = now_ms if now_ms is not None else _now_ms()
         month = month_of(now)
         parts = [encode_args((now, cost, lease_id)), self._ttl_arg, encode_args((len(layers), month))]
@@ -266,19 +290,41 @@ class RedisLimiter:
             parts.append(self._layer_args(layer)[1])
         argc, argv = 6 + 6 * len(layers), b"".join(parts)
         if not self._pending:
-            raw = await self._admit.run(self._conn, argc, argv)
-            return _result(raw, layers, cost, lease_id, now, month)
+            return self._reply(
+                conn.request(self._admit.packed(argc, argv)), None, (), argc, argv, layers, cost, lease_id, now, month
+            )
         # Settlements waiting to be sent go first, in the same write: no round trip of their own, and this
         # admission already sees the slots and tokens they give back.
         pending, self._pending = self._pending, []
-        replies = await self._conn.pipeline_packed(
-            [*(self._settle.packed(c, v) for c, v in pending), self._admit.packed(argc, argv)]
-        )
-        raw = replies.pop()
-        try:
-            await self._settled(pending, replies)
-        except (RedisError, OSError) as exc:  # this admission stands; those leases expire by themselves
-            log.warning("could not settle %d rate-limit reservations: %s", len(pending), exc)
+        futs = conn.pipeline([*(self._settle.packed(c, v) for c, v in pending), self._admit.packed(argc, argv)])
+        return self._reply(futs.pop(), futs, pending, argc, argv, layers, cost, lease_id, now, month)
+
+    async def _reply(
+        self,
+        fut: asyncio.Future[Any],
+        settled: list[asyncio.Future[Any]] | None,
+        pending: Sequence[tuple[int, bytes]],
+        argc: int,
+        argv: bytes,
+        layers: tuple[Layer, ...],
+        cost: int,
+        lease_id: str,
+        now: int,
+        month: str,
+    ) -> Admission:
+        if settled:
+            # Replies come in order: the settlements' are in by the time the admission's is.
+            replies = await in_order([*settled, fut])
+            raw = replies.pop()
+            try:
+                await self._settled(list(pending), replies)
+            except (RedisError, OSError) as exc:  # this admission stands; those leases expire by themselves
+                log.warning("could not settle %d rate-limit reservations: %s", len(pending), exc)
+        else:
+            try:
+                raw = await fut
+            except NoScriptError as exc:
+                raw = exc
         if isinstance(raw, NoScriptError):
             raw = await self._conn.execute_packed(self._admit.packed(argc, argv, whole=True))
         elif isinstance(raw, Exception):
@@ -361,6 +407,11 @@ class LocalLimiter:
         self._spent: dict[tuple[str, str], int] = {}  # (layer prefix, month) -> pico-dollars
         self._leases: dict[str, dict[str, int]] = {}
         self._last_prune = 0
+
+    def send(
+        self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
+    ) -> asyncio.Future[Admission] | None:
+        return None  # admission here is a few dictionary lookups: nothing to overlap
 
     def _scaled(self, layer: Layer) -> Limits:
         if self.divide_by == 1:
@@ -525,6 +576,41 @@ class FailoverLimiter:
                 return await self.primary.admit(layers, cost, lease_id, now_ms)
             except (RedisError, OSError) as exc:
                 self._failed(exc)
+        return await self._fallback(layers, cost, lease_id, now_ms)
+
+    def send(
+        self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
+    ) -> asyncio.Task[Admission] | None:
+        """The admission written to Redis now, its outcome a task (Redis failing on the way: the fallback's
+        answer). ``None`` when Redis is not connected or known down: call ``admit``."""
+        if self.degraded:
+            return None
+        try:
+            reply = self.primary.write(layers, cost, lease_id, now_ms)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        if reply is None:
+            return None
+        return asyncio.ensure_future(self._outcome(reply, layers, cost, lease_id, now_ms))
+
+    async def _outcome(
+        self,
+        reply: Coroutine[Any, Any, Admission],
+        layers: tuple[Layer, ...],
+        cost: int,
+        lease_id: str,
+        now_ms: int | None,
+    ) -> Admission:
+        try:
+            return await reply
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+        return await self._fallback(layers, cost, lease_id, now_ms)
+
+    async def _fallback(
+        self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
+    ) -> Admission:
         metrics.LIMITER_FALLBACKS.inc()
         if self.mode == "open":
             now = now_ms if now_ms is not None else _now_ms()

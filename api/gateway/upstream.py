@@ -10,6 +10,7 @@ the key read from that environment variable.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +41,13 @@ class UpstreamPool:
         self.timeouts = timeouts or Timeouts()
         self._h1 = H1Pool(connect_timeout=self.timeouts.connect_s, read_timeout=self.timeouts.first_byte_s)
 
-    async def open(self, node: NodeView, path: str, body: bytes) -> Response:
-        """POST and wait for the status line; raise ``UpstreamFailure`` on anything worth a retry elsewhere."""
+    async def open(
+        self, node: NodeView, path: str, body: bytes, confirm: Callable[[], Awaitable[None]] | None = None
+    ) -> Response:
+        """POST and wait for the status line; raise ``UpstreamFailure`` on anything worth a retry elsewhere.
+        ``confirm`` is awaited once the request is written, before the status line (see ``H1Pool.post``)."""
         try:
-            resp = await self._h1.post(node.base_url, path, body, _auth_header(node.api_key_env))
+            resp = await self._h1.post(node.base_url, path, body, _auth_header(node.api_key_env), confirm)
         except (OSError, TimeoutError, ValueError) as exc:
             raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
         if resp.status >= 500:
