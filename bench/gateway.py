@@ -711,6 +711,7 @@ class Row:
     connections_per_worker: list[int] = field(default_factory=list)  # established client connections, mid-run
     added_p50_ms: float | None = None
     admission_p50_ms: float | None = None  # the gateway's own histogram of its limiter admissions, this run only
+    limiter_wait_p50_ms: float | None = None  # what requests waited for them (the rest overlapped forwarding)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -741,7 +742,7 @@ class Bench:
         rss_before = rss_bytes(meter.target_pids)
         conns: list[int] = []
         port = int(target.base_url.rsplit(":", 1)[1])
-        admissions_before = admission_buckets(target.base_url) if target.name == "gateway" else None
+        admissions_before = histogram_buckets(target.base_url) if target.name == "gateway" else None
         load = self.wrk.run(
             target.base_url,
             token=target.token,
@@ -769,7 +770,10 @@ class Bench:
             connections_per_worker=conns,
         )
         if admissions_before is not None:
-            row.admission_p50_ms = bucket_p50_ms(admissions_before, admission_buckets(target.base_url))
+            after = histogram_buckets(target.base_url)
+            for name, attr in (("admission", "admission_p50_ms"), ("wait", "limiter_wait_p50_ms")):
+                metric = f"cic_limiter_{name}_seconds"
+                setattr(row, attr, bucket_p50_ms(admissions_before.get(metric, {}), after.get(metric, {})))
         log(
             f"{target.name:8} {mode:10} c={concurrency:<3} {load.rps:9.1f} req/s  p50 {load.p50_ms:7.2f} ms  "
             f"p99 {load.p99_ms:7.2f} ms  cpu {row.cpu_ms_per_req:6.2f} ms/req  errors {load.errors}"
@@ -792,18 +796,21 @@ class Bench:
         target.rss_end = rss_bytes(process_tree(root))
 
 
-def admission_buckets(base_url: str) -> dict[float, float]:
-    """Cumulative counts of ``cic_limiter_admission_seconds`` by upper bound (seconds), every worker summed."""
-    out: dict[float, float] = {}
+def histogram_buckets(
+    base_url: str, metrics: tuple[str, ...] = ("cic_limiter_admission_seconds", "cic_limiter_wait_seconds")
+) -> dict[str, dict[float, float]]:
+    """Cumulative counts of each histogram by upper bound (seconds), every worker summed."""
+    out: dict[str, dict[float, float]] = {m: {} for m in metrics}
     try:
         with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as resp:  # noqa: S310 - loopback only
             text = resp.read().decode()
     except (OSError, urllib.error.URLError):
         return out
     for line in text.splitlines():
-        if line.startswith("cic_limiter_admission_seconds_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+        name, _, rest = line.partition("_bucket{")
+        if rest and name in out:
+            le = rest.split('le="', 1)[1].split('"', 1)[0]
+            out[name][float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -971,8 +978,14 @@ def comparison(bench: Bench, db: Database, work_dir: Path) -> dict[str, Any]:
         for r in bench.rows:
             if r.admission_p50_ms is not None:
                 print(
-                    f"limiter admission awaited inside the gateway (Redis round trip + event-loop wait), "
+                    f"limiter admission round trip inside the gateway (Redis + event-loop wait), "
                     f"{r.mode} c={r.concurrency}: p50 {r.admission_p50_ms:.3f} ms (cic_limiter_admission_seconds)"
+                )
+            if r.limiter_wait_p50_ms is not None:
+                print(
+                    f"limiter cost on the request's path (its wait for the admission, the rest overlapped with "
+                    f"forwarding), {r.mode} c={r.concurrency}: p50 {r.limiter_wait_p50_ms:.3f} ms "
+                    f"(cic_limiter_wait_seconds)"
                 )
     for t in targets:
         print(f"{t.name} RSS (process tree): {mib(t.rss_start)} MiB at start, {mib(t.rss_end)} MiB at end")
