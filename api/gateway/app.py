@@ -333,7 +333,7 @@ class Gateway:
             return
         started = time.perf_counter()
         if not pending.done():
-            await asyncio.wait((pending,))  # a cancelled wait leaves the admission to _abandon
+            await pending  # cancelled (the client left), the limiter gives back what it admits
         call.pending = None
         metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
         adm = pending.result()
@@ -346,19 +346,15 @@ class Gateway:
         """The request ended before its admission was confirmed: give back what the admission took."""
         pending, call.pending = call.pending, None
         assert pending is not None
-        limiter = self.s.limiter
-
-        def settle(fut: asyncio.Future[Admission]) -> None:
-            if fut.cancelled() or fut.exception() is not None:
-                return
-            adm = fut.result()
+        call.node_id = None  # never admitted: no work of a node is billed
+        if not pending.done():
+            pending.cancel()  # the limiter settles it when Redis answers
+        elif not pending.cancelled() and pending.exception() is None:
+            adm = pending.result()
             if adm.allowed:
-                task = asyncio.ensure_future(limiter.settle(adm, 0, wait=False))
+                task = asyncio.ensure_future(self.s.limiter.settle(adm, 0, wait=False))
                 _BACKGROUND.add(task)
                 task.add_done_callback(_BACKGROUND.discard)
-
-        pending.add_done_callback(settle)
-        call.node_id = None  # never admitted: no work of a node is billed
 
     async def _wait_for_room(self, call: Call) -> None:
         ident, shed = call.identity, self.s.shed

@@ -21,7 +21,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from api.gateway import metrics
-from api.gateway.resp import LuaScript, RespClient, encode_args, in_order
+from api.gateway.resp import LuaScript, RespClient, encode_args
 from cic.limits import Limits
 
 log = logging.getLogger("cic.ratelimit")
@@ -235,6 +235,23 @@ return 1
 """
 
 
+@dataclass(slots=True)
+class _Sent:
+    """An admission written to Redis (with the settlements that rode along), its replies to come."""
+
+    reply: asyncio.Future[Any]
+    settling: list[asyncio.Future[Any]]
+    pending: list[tuple[int, bytes]]
+    argc: int
+    argv: bytes
+    layers: tuple[Layer, ...]
+    cost: int
+    lease_id: str
+    now: int
+    month: str
+    missing: list[tuple[int, bytes]] = field(default_factory=list)  # settlements that met NOSCRIPT
+
+
 class RedisLimiter:
     """The limits in Redis, shared by every worker and instance: one script run per admission.
 
@@ -255,6 +272,7 @@ class RedisLimiter:
         self._pending: list[tuple[int, bytes]] = []  # settlements not sent yet (they ride on the next admission)
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     def _layer_args(self, layer: Layer) -> tuple[Limits, bytes, bytes]:
         """(limits, admission arguments, settlement arguments), kept per layer while its limits hold."""
@@ -267,19 +285,17 @@ class RedisLimiter:
         return enc
 
     async def admit(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> Admission:
-        reply = self.write(layers, cost, lease_id, now_ms)
-        if reply is None:  # no connection yet: open one, then write
+        sent = self.write(layers, cost, lease_id, now_ms)
+        if sent is None:  # no connection yet: open one, then write
             await self._conn.connect()
-            reply = self.write(layers, cost, lease_id, now_ms)
-            if reply is None:  # pragma: no cover - connect() returned a connection that closed at once
+            sent = self.write(layers, cost, lease_id, now_ms)
+            if sent is None:  # pragma: no cover - connect() returned a connection that closed at once
                 raise RedisConnectionError("Redis connection is closed")
-        return await reply
+        return await self.receive(sent)
 
-    def write(
-        self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
-    ) -> Coroutine[Any, Any, Admission] | None:
-        """Write the admission now, on the open connection (``None`` if there is none), and return what awaits
-        its reply: the caller can do other work while the script runs. The returned coroutine must be awaited."""
+    def write(self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None) -> _Sent | None:
+        """Write the admission now, on the open connection (``None`` if there is none): the caller can do
+        other work while the script runs, then take the outcome with ``receive`` (or ``outcome_now``)."""
         conn = self._conn.open_connection
         if conn is None:
             return None
@@ -290,46 +306,60 @@ class RedisLimiter:
             parts.append(self._layer_args(layer)[1])
         argc, argv = 6 + 6 * len(layers), b"".join(parts)
         if not self._pending:
-            return self._reply(
-                conn.request(self._admit.packed(argc, argv)), None, (), argc, argv, layers, cost, lease_id, now, month
-            )
+            reply = conn.request(self._admit.packed(argc, argv))
+            return _Sent(reply, [], [], argc, argv, layers, cost, lease_id, now, month)
         # Settlements waiting to be sent go first, in the same write: no round trip of their own, and this
         # admission already sees the slots and tokens they give back.
         pending, self._pending = self._pending, []
         futs = conn.pipeline([*(self._settle.packed(c, v) for c, v in pending), self._admit.packed(argc, argv)])
-        return self._reply(futs.pop(), futs, pending, argc, argv, layers, cost, lease_id, now, month)
+        return _Sent(futs.pop(), futs, pending, argc, argv, layers, cost, lease_id, now, month)
 
-    async def _reply(
-        self,
-        fut: asyncio.Future[Any],
-        settled: list[asyncio.Future[Any]] | None,
-        pending: Sequence[tuple[int, bytes]],
-        argc: int,
-        argv: bytes,
-        layers: tuple[Layer, ...],
-        cost: int,
-        lease_id: str,
-        now: int,
-        month: str,
-    ) -> Admission:
-        if settled:
-            # Replies come in order: the settlements' are in by the time the admission's is.
-            replies = await in_order([*settled, fut])
-            raw = replies.pop()
-            try:
-                await self._settled(list(pending), replies)
-            except (RedisError, OSError) as exc:  # this admission stands; those leases expire by themselves
-                log.warning("could not settle %d rate-limit reservations: %s", len(pending), exc)
-        else:
-            try:
-                raw = await fut
-            except NoScriptError as exc:
-                raw = exc
-        if isinstance(raw, NoScriptError):
-            raw = await self._conn.execute_packed(self._admit.packed(argc, argv, whole=True))
-        elif isinstance(raw, Exception):
-            raise raw
-        return _result(raw, layers, cost, lease_id, now, month)
+    def outcome_now(self, sent: _Sent) -> Admission | None:
+        """The admission from its reply, without waiting, once ``sent.reply`` is done; ``None`` when it needs
+        another round trip (Redis had flushed its scripts). Raises what the connection failed with."""
+        missing: list[tuple[int, bytes]] = []
+        failed: list[BaseException] = []
+        # Replies come in order: the settlements' are in by the time the admission's is.
+        for call, fut in zip(sent.pending, sent.settling, strict=True):
+            if fut.cancelled():
+                continue
+            exc = fut.exception()
+            if isinstance(exc, NoScriptError):
+                missing.append(call)
+            elif exc is not None:
+                failed.append(exc)
+        exc = sent.reply.exception()
+        if isinstance(exc, NoScriptError):
+            sent.missing = missing  # receive() runs them again before the admission
+            return None
+        if missing:  # Redis lost the settlement script: those settlements run again whole
+            task = asyncio.ensure_future(self._settled(missing, [NoScriptError()] * len(missing)))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if exc is not None:
+            raise exc
+        if failed:  # this admission stands; those leases expire by themselves
+            log.warning("could not settle %d rate-limit reservations: %s", len(failed), failed[0])
+        return _result(sent.reply.result(), sent.layers, sent.cost, sent.lease_id, sent.now, sent.month)
+
+    async def receive(self, sent: _Sent) -> Admission:
+        """Wait for the admission's reply (and, for a flushed script cache, run it again whole)."""
+        try:
+            await asyncio.wait((sent.reply,))  # its error, if any, is raised by outcome_now
+        except asyncio.CancelledError:  # the replies, when they come, are dropped
+            for fut in (*sent.settling, sent.reply):
+                fut.cancel()
+            raise
+        adm = self.outcome_now(sent)
+        if adm is None:
+            if sent.missing:  # first, so this admission sees what they give back
+                try:
+                    await self._settled(sent.missing, [NoScriptError()] * len(sent.missing))
+                except (RedisError, OSError) as exc:  # those leases expire by themselves
+                    log.warning("could not settle %d rate-limit reservations: %s", len(sent.missing), exc)
+            raw = await self._conn.execute_packed(self._admit.packed(sent.argc, sent.argv, whole=True))
+            adm = _result(raw, sent.layers, sent.cost, sent.lease_id, sent.now, sent.month)
+        return adm
 
     async def _settled(self, calls: list[tuple[int, bytes]], replies: list[object]) -> None:
         """Check the replies of settlements sent together; those that met a flushed script cache run again."""
@@ -559,6 +589,7 @@ class FailoverLimiter:
         self.mode = mode
         self.retry_after_s = retry_after_s
         self._down_until = 0.0
+        self._background: set[asyncio.Future[Any]] = set()
 
     @property
     def degraded(self) -> bool:
@@ -580,19 +611,67 @@ class FailoverLimiter:
 
     def send(
         self, layers: tuple[Layer, ...], cost: int, lease_id: str, now_ms: int | None = None
-    ) -> asyncio.Task[Admission] | None:
-        """The admission written to Redis now, its outcome a task (Redis failing on the way: the fallback's
-        answer). ``None`` when Redis is not connected or known down: call ``admit``."""
+    ) -> asyncio.Future[Admission] | None:
+        """The admission written to Redis now; its outcome arrives on the returned future (Redis failing on
+        the way: the fallback's answer). ``None`` when Redis is not connected or known down: call ``admit``.
+
+        Cancelling the future abandons the admission: if Redis admits it after all, it is settled at once
+        (nothing used), so its tokens and slot are given back."""
         if self.degraded:
             return None
         try:
-            reply = self.primary.write(layers, cost, lease_id, now_ms)
+            sent = self.primary.write(layers, cost, lease_id, now_ms)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return None
-        if reply is None:
+        if sent is None:
             return None
-        return asyncio.ensure_future(self._outcome(reply, layers, cost, lease_id, now_ms))
+        out: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+
+        def replied(_: asyncio.Future[Any]) -> None:
+            try:
+                adm = self.primary.outcome_now(sent)
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+                self._later(out, self._fallback(layers, cost, lease_id, now_ms))
+                return
+            except asyncio.CancelledError:  # the connection was closed under it
+                self._later(out, self._fallback(layers, cost, lease_id, now_ms))
+                return
+            except Exception as exc:  # noqa: BLE001 - a reply that makes no sense: the request fails, never hangs
+                if not out.done():
+                    out.set_exception(exc)
+                return
+            if adm is None:  # Redis lost its scripts: one more round trip
+                self._later(out, self._outcome(self.primary.receive(sent), layers, cost, lease_id, now_ms))
+                return
+            self._deliver(out, adm)
+
+        sent.reply.add_done_callback(replied)
+        return out
+
+    def _deliver(self, out: asyncio.Future[Admission], adm: Admission) -> None:
+        if not out.cancelled():
+            out.set_result(adm)
+        elif adm.allowed and not adm.settled:  # abandoned: give it all back
+            self._later(None, self.settle(adm, 0, wait=False))
+
+    def _later(self, out: asyncio.Future[Admission] | None, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self._background.discard(t)
+            if out is None or t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                if not out.done():
+                    out.set_exception(exc)
+                return
+            self._deliver(out, t.result())
+
+        task.add_done_callback(done)
 
     async def _outcome(
         self,

@@ -240,3 +240,41 @@ async def test_failover_to_local_and_back_when_redis_restarts() -> None:
     finally:
         await limiter.close()
         server.stop()
+
+
+async def test_sent_admission_outcome_abandonment_and_failure() -> None:
+    """``FailoverLimiter.send``: the verdict on a future; a cancelled future's admission is given back when
+    Redis admits it; a connection lost before the reply falls back to the in-process limiter."""
+    limiter = FailoverLimiter(RedisLimiter(RespClient.from_url(REDIS_URL)), workers=1)
+    admin = sync_redis.Redis.from_url(REDIS_URL)
+    layers = _layers("sent", tpm=1000, max_concurrency=1)
+    try:
+        assert limiter.send(layers, 10, "s0") is None  # no connection yet: admit() opens it
+        first = await limiter.admit(layers, 100, "s1")
+        await limiter.settle(first, 100)
+        sent = limiter.send(layers, 300, "s2")
+        assert sent is not None
+        adm = await sent
+        assert adm.allowed and adm.remaining_tokens == 1000 - 100 - 300 and not adm.local
+        await limiter.settle(adm, 300)
+        # The waiter leaves before the reply: the admission Redis makes is settled by the limiter itself.
+        abandoned = limiter.send(layers, 500, "s3")
+        assert abandoned is not None
+        abandoned.cancel()
+        deadline = asyncio.get_running_loop().time() + 5
+        while admin.zcard(f"{layers[-1].prefix}:c"):
+            assert asyncio.get_running_loop().time() < deadline, "abandoned admission never given back"
+            await asyncio.sleep(0.01)
+        after = await limiter.admit(layers, 0, "s4")  # its slot is free and its 500 tokens are back
+        assert after.allowed and after.remaining_tokens == 1000 - 100 - 300
+        await limiter.settle(after, 0)
+        # The connection drops with the admission in flight: the in-process limits answer.
+        lost = limiter.send(layers, 10, "s5")
+        conn = limiter.primary._conn.open_connection
+        assert lost is not None and conn is not None and conn.transport is not None
+        conn.transport.abort()
+        fallback = await lost
+        assert fallback.allowed and fallback.local and limiter.degraded
+    finally:
+        await limiter.close()
+        admin.close()
