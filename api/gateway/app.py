@@ -223,7 +223,7 @@ class Gateway:
                 await _send_error(send, err, rid, call.headers)
         finally:
             metrics.IN_FLIGHT.dec()
-            if call.pending is not None:
+            if call.pending is not None or call.deferred is not None:
                 self._abandon(call)
             self._meter(call)
             if call.admission is not None:
@@ -285,12 +285,9 @@ class Gateway:
             and self._roomy.get(ident.key_id, False)
             and not any(layer.limits.max_concurrency for layer in layers)
         ):
-            pending = self.s.limiter.send(layers, cost, call.request_id)
-            if pending is not None:
-                # Written to Redis; the node's request is written before its reply is awaited (_confirm).
-                call.pending, call.pending_cost = pending, cost
-                pending.add_done_callback(_AdmissionTimer())
-                return
+            # Written to Redis right after the node's request, its reply awaited before the node's (_confirm).
+            call.deferred, call.pending_cost = layers, cost
+            return
         started = time.perf_counter()
         adm = await self.s.limiter.admit(layers, cost, call.request_id)
         metrics.ADMISSION.observe(time.perf_counter() - started)
@@ -327,7 +324,23 @@ class Gateway:
         call.headers = adm.headers()
 
     async def _confirm(self, call: Call) -> None:
-        """Wait for an admission started by ``_admit``; refused, nothing the node did reaches the client."""
+        """Send an overlapped admission (once the node has the request) and wait for it; refused, nothing
+        the node did reaches the client."""
+        if call.deferred is not None:
+            layers, call.deferred = call.deferred, None
+            pending = self.s.limiter.send(layers, call.pending_cost, call.request_id)
+            if pending is None:  # Redis not connected (or known down): the plain way
+                started = time.perf_counter()
+                adm = await self.s.limiter.admit(layers, call.pending_cost, call.request_id)
+                metrics.ADMISSION.observe(time.perf_counter() - started)
+                self._note(call, adm, call.pending_cost)
+                metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
+                if not adm.allowed:
+                    call.node_id, call.region = None, ""
+                self._accept(call, adm, call.pending_cost)
+                return
+            call.pending = pending
+            pending.add_done_callback(_AdmissionTimer())
         pending = call.pending
         if pending is None:
             return
@@ -344,9 +357,10 @@ class Gateway:
 
     def _abandon(self, call: Call) -> None:
         """The request ended before its admission was confirmed: give back what the admission took."""
-        pending, call.pending = call.pending, None
-        assert pending is not None
+        pending, call.pending, call.deferred = call.pending, None, None
         call.node_id = None  # never admitted: no work of a node is billed
+        if pending is None:  # never sent
+            return
         if not pending.done():
             pending.cancel()  # the limiter settles it when Redis answers
         elif not pending.cancelled() and pending.exception() is None:
@@ -489,7 +503,7 @@ class Gateway:
 
     async def _forward_native(self, send: Send, call: Call, node: NodeView, tail: str, req: Any, body: bytes) -> None:
         upstream_body = prepare_body(body, None, stream=call.stream, served_model=node.served_model, model=call.model)
-        confirm = functools.partial(self._confirm, call) if call.pending is not None else None
+        confirm = functools.partial(self._confirm, call) if call.deferred is not None else None
         resp = await self.s.pool.open(node, f"/v1/{tail}", upstream_body, confirm)
         try:
             if resp.status != 200:

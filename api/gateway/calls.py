@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.gateway.catalog import Price
-from api.gateway.ratelimit import Admission
+from api.gateway.ratelimit import Admission, Layer
 from cic.services.keys import KeyIdentity
 
 
@@ -38,7 +38,8 @@ class Call:
     response_started: bool = False
     stream_done: bool = False  # [DONE] was relayed
     admission: Admission | None = None
-    # an admission written to Redis and not yet confirmed (see Gateway._admit): forwarding starts meanwhile
+    # an overlapped admission (see Gateway._admit): its layers until it is sent, then its outcome to come
+    deferred: tuple[Layer, ...] | None = None
     pending: asyncio.Future[Admission] | None = None
     pending_cost: int = 0
     cost_picousd: int = 0
