@@ -983,9 +983,9 @@ def comparison(bench: Bench, db: Database, work_dir: Path) -> dict[str, Any]:
                 )
             if r.limiter_wait_p50_ms is not None:
                 print(
-                    f"limiter cost on the request's path (its wait for the admission, the rest overlapped with "
-                    f"forwarding), {r.mode} c={r.concurrency}: p50 {r.limiter_wait_p50_ms:.3f} ms "
-                    f"(cic_limiter_wait_seconds)"
+                    f"latency the limiter added to a request (its wait for the admission; overlapped with "
+                    f"forwarding: how long the node's answer waited for it), {r.mode} c={r.concurrency}: "
+                    f"p50 {r.limiter_wait_p50_ms:.3f} ms (cic_limiter_wait_seconds)"
                 )
     for t in targets:
         print(f"{t.name} RSS (process tree): {mib(t.rss_start)} MiB at start, {mib(t.rss_end)} MiB at end")

@@ -323,7 +323,7 @@ class Gateway:
         call.admission = adm
         call.headers = adm.headers()
 
-    async def _confirm(self, call: Call) -> None:
+    async def _confirm(self, call: Call, *, overlapped: bool = False) -> None:
         """Send an overlapped admission (once the node has the request) and wait for it; refused, nothing
         the node did reaches the client."""
         if call.deferred is not None:
@@ -348,7 +348,8 @@ class Gateway:
         if not pending.done():
             await pending  # cancelled (the client left), the limiter gives back what it admits
         call.pending = None
-        metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
+        if not overlapped:  # else the caller knows what the wait cost: see _forward_native
+            metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
         adm = pending.result()
         self._note(call, adm, call.pending_cost)
         if not adm.allowed:
@@ -503,8 +504,11 @@ class Gateway:
 
     async def _forward_native(self, send: Send, call: Call, node: NodeView, tail: str, req: Any, body: bytes) -> None:
         upstream_body = prepare_body(body, None, stream=call.stream, served_model=node.served_model, model=call.model)
-        confirm = functools.partial(self._confirm, call) if call.deferred is not None else None
+        overlapped = call.deferred is not None
+        confirm = functools.partial(self._confirm, call, overlapped=True) if overlapped else None
         resp = await self.s.pool.open(node, f"/v1/{tail}", upstream_body, confirm)
+        if overlapped:  # what the limiter cost this request: how long the node's answer waited for it
+            metrics.LIMITER_WAIT.observe(resp.held_s)
         try:
             if resp.status != 200:
                 payload = await resp.read()

@@ -81,6 +81,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers_done = False
+        self.headers_at = 0.0
         self.complete = False
         self.keep_alive = False
         self.released = False
@@ -132,6 +133,7 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.headers_done = True
+        self.headers_at = time.perf_counter()
         if self.status in (204, 304) or 100 <= self.status < 200:
             self.until_eof = False
         self._wake()
@@ -207,13 +209,14 @@ def _expire(w: asyncio.Future[None], timeout: float) -> None:
 class Response:
     """A node's answer: ``status`` now, the body with ``read()`` or ``chunks()``; then ``release()``."""
 
-    __slots__ = ("_conn", "_done", "_read_timeout", "status")
+    __slots__ = ("_conn", "_done", "_read_timeout", "held_s", "status")
 
     def __init__(self, conn: _Connection, read_timeout: float) -> None:
         self._conn = conn
         self._read_timeout = read_timeout
         self._done = False
         self.status = conn.status
+        self.held_s = 0.0  # how long the status line waited for ``post``'s ``confirm``
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -310,6 +313,7 @@ class H1Pool:
                 b"\r\n",
             )
         )
+        held = 0.0
         for attempt in range(2):
             conn, reused = await self._acquire(origin, fresh=attempt > 0)
             assert conn.transport is not None
@@ -320,6 +324,8 @@ class H1Pool:
                 if confirm is not None:
                     await confirm()
                     confirm = None
+                    # How long the node's answer waited for the confirmation (0: it came after).
+                    held = time.perf_counter() - conn.headers_at if conn.headers_done else 0.0
                 while not conn.headers_done:
                     await conn.wait(self.read_timeout)
             except ResponseError:
@@ -330,7 +336,9 @@ class H1Pool:
             except BaseException:
                 conn.close()
                 raise
-            return Response(conn, self.read_timeout)
+            resp = Response(conn, self.read_timeout)
+            resp.held_s = held
+            return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _acquire(self, origin: Origin, *, fresh: bool = False) -> tuple[_Connection, bool]:

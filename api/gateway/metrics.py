@@ -39,8 +39,9 @@ ADMISSION = Histogram(
 )
 LIMITER_WAIT = Histogram(
     "cic_limiter_wait_seconds",
-    "Time a request waited on its rate-limit admission (an admission overlapped with forwarding: only the rest)",
-    buckets=(1e-5, 2.5e-5, *ADMISSION_BUCKETS),
+    "Latency the rate-limit admission added to a request: the wait for it, or, overlapped with forwarding, "
+    "how long the node's answer waited for it",
+    buckets=(0.0, 1e-5, 2.5e-5, *ADMISSION_BUCKETS),
 )
 IN_FLIGHT = Gauge("cic_requests_in_flight", "Requests in flight", multiprocess_mode="livesum")
 
