@@ -56,7 +56,6 @@ LEASE_RENEW_S = 20.0
 NO_NODE_RETRY_AFTER_S = 5
 LAYER_CACHE_MAX = 10_000  # identities whose limit layers are kept built
 ROOMY_MAX = 100_000  # keys whose last admission's headroom is remembered
-_BACKGROUND: set[asyncio.Future[None]] = set()  # settlements of abandoned admissions, kept alive until done
 
 _ENDPOINTS: dict[str, tuple[str, type[Any], frozenset[str]]] = {
     # path tail: (endpoint name, request model, model kinds it serves)
@@ -92,7 +91,7 @@ class GatewayState:
         default_policy: str = "least_load",
         shed: Shedding | None = None,
         billing_grace_s: float = 7 * 86400,
-        speculative_admission: bool = True,
+        limits_overlap: bool = True,
     ) -> None:
         self.keys = keys
         self.meter = meter
@@ -103,7 +102,7 @@ class GatewayState:
         self.registry = NodeRegistry(default_policy=default_policy)
         self.shed = shed or Shedding()
         self.billing_grace_s = billing_grace_s
-        self.speculative_admission = speculative_admission
+        self.limits_overlap = limits_overlap
         self.catalog = CatalogSnapshot(models={}, prices={})
 
 
@@ -280,7 +279,7 @@ class Gateway:
             + (out if out is not None else DEFAULT_RESERVED_OUTPUT)
         )
         if (
-            self.s.speculative_admission
+            self.s.limits_overlap
             and not saturated
             and self._roomy.get(ident.key_id, False)
             and not any(layer.limits.max_concurrency for layer in layers)
@@ -298,12 +297,13 @@ class Gateway:
             if not layers:
                 return
             adm = await self.s.limiter.admit(layers, cost, call.request_id)
-        self._note(call, adm, cost)
         metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
-        self._accept(call, adm, cost)
+        self._decide(call, adm, cost)
 
-    def _note(self, call: Call, adm: Admission, cost: int) -> None:
-        """Remember whether this key has room to spare: only then is its next admission overlapped with
+    def _decide(self, call: Call, adm: Admission, cost: int) -> None:
+        """Act on an admission: 429 if refused, else the response's x-ratelimit headers.
+
+        Also remembers whether the key has room to spare: only then is its next admission overlapped with
         forwarding. A key near or over a limit (or a new key) reaches a node only once admitted; a key with
         room reaches it while its admission runs, and is cut off there if other workers used up that room."""
         roomy = self._roomy
@@ -313,10 +313,8 @@ class Gateway:
             (adm.limit_requests < 0 or adm.remaining_requests >= max(2, adm.limit_requests // 10))
             and (adm.limit_tokens < 0 or adm.remaining_tokens >= max(2 * cost, adm.limit_tokens // 10))
         )
-
-    @staticmethod
-    def _accept(call: Call, adm: Admission, cost: int) -> None:
         if not adm.allowed:
+            call.node_id, call.region = None, ""  # an overlapped request was already given a node
             assert adm.layer is not None and adm.kind is not None
             metrics.RATE_LIMITED.labels(adm.layer.name, adm.kind).inc()
             raise rate_limited(adm, cost)
@@ -329,16 +327,8 @@ class Gateway:
         if call.deferred is not None:
             layers, call.deferred = call.deferred, None
             pending = self.s.limiter.send(layers, call.pending_cost, call.request_id)
-            if pending is None:  # Redis not connected (or known down): the plain way
-                started = time.perf_counter()
-                adm = await self.s.limiter.admit(layers, call.pending_cost, call.request_id)
-                metrics.ADMISSION.observe(time.perf_counter() - started)
-                self._note(call, adm, call.pending_cost)
-                metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
-                if not adm.allowed:
-                    call.node_id, call.region = None, ""
-                self._accept(call, adm, call.pending_cost)
-                return
+            if pending is None:  # Redis not connected (or known down): the plain admission, awaited below
+                pending = asyncio.ensure_future(self.s.limiter.admit(layers, call.pending_cost, call.request_id))
             call.pending = pending
             pending.add_done_callback(_AdmissionTimer())
         pending = call.pending
@@ -350,11 +340,7 @@ class Gateway:
         call.pending = None
         if not overlapped:  # else the caller knows what the wait cost: see _forward_native
             metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
-        adm = pending.result()
-        self._note(call, adm, call.pending_cost)
-        if not adm.allowed:
-            call.node_id, call.region = None, ""
-        self._accept(call, adm, call.pending_cost)
+        self._decide(call, pending.result(), call.pending_cost)
 
     def _abandon(self, call: Call) -> None:
         """The request ended before its admission was confirmed: give back what the admission took."""
@@ -363,13 +349,9 @@ class Gateway:
         if pending is None:  # never sent
             return
         if not pending.done():
-            pending.cancel()  # the limiter settles it when Redis answers
-        elif not pending.cancelled() and pending.exception() is None:
-            adm = pending.result()
-            if adm.allowed:
-                task = asyncio.ensure_future(self.s.limiter.settle(adm, 0, wait=False))
-                _BACKGROUND.add(task)
-                task.add_done_callback(_BACKGROUND.discard)
+            pending.cancel()  # an admission from the limiter's send is settled when Redis answers
+        elif not pending.cancelled() and pending.exception() is None and pending.result().allowed:
+            call.admission = pending.result()  # settled in _infer with what was used: nothing
 
     async def _wait_for_room(self, call: Call) -> None:
         ident, shed = call.identity, self.s.shed

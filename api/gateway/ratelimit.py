@@ -333,7 +333,7 @@ class RedisLimiter:
             sent.missing = missing  # receive() runs them again before the admission
             return None
         if missing:  # Redis lost the settlement script: those settlements run again whole
-            task = asyncio.ensure_future(self._settled(missing, [NoScriptError()] * len(missing)))
+            task = asyncio.ensure_future(self._settle_again(missing))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         if exc is not None:
@@ -353,10 +353,7 @@ class RedisLimiter:
         adm = self.outcome_now(sent)
         if adm is None:
             if sent.missing:  # first, so this admission sees what they give back
-                try:
-                    await self._settled(sent.missing, [NoScriptError()] * len(sent.missing))
-                except (RedisError, OSError) as exc:  # those leases expire by themselves
-                    log.warning("could not settle %d rate-limit reservations: %s", len(sent.missing), exc)
+                await self._settle_again(sent.missing)
             raw = await self._conn.execute_packed(self._admit.packed(sent.argc, sent.argv, whole=True))
             adm = _result(raw, sent.layers, sent.cost, sent.lease_id, sent.now, sent.month)
         return adm
@@ -370,6 +367,13 @@ class RedisLimiter:
             failed += [r for r in again if isinstance(r, RedisError)]
         if failed:
             log.warning("could not settle %d rate-limit reservations: %s", len(failed), failed[0])
+
+    async def _settle_again(self, calls: list[tuple[int, bytes]]) -> None:
+        """Run settlements that met NOSCRIPT again, whole; a failure is logged (the leases expire by themselves)."""
+        try:
+            await self._settled(calls, [NoScriptError()] * len(calls))
+        except (RedisError, OSError) as exc:
+            log.warning("could not settle %d rate-limit reservations: %s", len(calls), exc)
 
     async def settle(self, adm: Admission, actual: int, cost_picousd: int = 0, *, wait: bool = True) -> None:
         """Give back unused tokens, count the spend, free the lease. ``wait=False`` (the gateway, after the
@@ -635,7 +639,7 @@ class FailoverLimiter:
                 self._failed(exc)
                 self._later(out, self._fallback(layers, cost, lease_id, now_ms))
                 return
-            except asyncio.CancelledError:  # the connection was closed under it
+            except asyncio.CancelledError:  # its reply future was cancelled: no verdict came
                 self._later(out, self._fallback(layers, cost, lease_id, now_ms))
                 return
             except Exception as exc:  # noqa: BLE001 - a reply that makes no sense: the request fails, never hangs

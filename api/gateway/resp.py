@@ -313,7 +313,7 @@ class RespClient:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed
+        return self.open_connection is not None
 
     @property
     def open_connection(self) -> _Connection | None:
@@ -363,7 +363,7 @@ class RespClient:
                 if self.client_name:
                     hello.append(command("CLIENT", "SETNAME", self.client_name))
                 if hello:
-                    for reply in await in_order(conn.pipeline(hello)):
+                    for reply in await _in_order(conn.pipeline(hello)):
                         if isinstance(reply, RedisError):
                             raise reply
         except (OSError, TimeoutError) as exc:
@@ -391,7 +391,7 @@ class RespClient:
         if not commands:
             return []
         conn = await self._connection()
-        return await in_order(conn.pipeline(commands))
+        return await _in_order(conn.pipeline(commands))
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
@@ -429,7 +429,7 @@ class LuaScript:
         return replies
 
 
-async def in_order(futs: list[asyncio.Future[Any]]) -> list[Any]:
+async def _in_order(futs: list[asyncio.Future[Any]]) -> list[Any]:
     """The replies of a pipeline, an error reply as its exception; a lost connection (or a cancelled caller)
     raises, and then no future is left holding an exception nobody will read."""
     out: list[Any] = []

@@ -64,7 +64,7 @@ class DataPlane:
             default_policy=settings.routing_policy,
             shed=Shedding(settings.shed_waiting_threshold, settings.shed_queue_s),
             billing_grace_s=settings.billing_grace_days * 86400,
-            speculative_admission=settings.limits_overlap,
+            limits_overlap=settings.limits_overlap,
         )
         self.gateway = Gateway(self.state)
         self._tasks: list[asyncio.Task[None]] = []
