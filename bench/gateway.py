@@ -711,7 +711,7 @@ class Row:
     connections_per_worker: list[int] = field(default_factory=list)  # established client connections, mid-run
     added_p50_ms: float | None = None
     admission_p50_ms: float | None = None  # the gateway's own histogram of its limiter admissions, this run only
-    limiter_wait_p50_ms: float | None = None  # what requests waited for them (the rest overlapped forwarding)
+    limiter_wait_p50_ms: float | None = None  # the latency the limiter added to a request, this run only
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -742,7 +742,7 @@ class Bench:
         rss_before = rss_bytes(meter.target_pids)
         conns: list[int] = []
         port = int(target.base_url.rsplit(":", 1)[1])
-        admissions_before = histogram_buckets(target.base_url) if target.name == "gateway" else None
+        limiter_before = histogram_buckets(target.base_url) if target.name == "gateway" else None
         load = self.wrk.run(
             target.base_url,
             token=target.token,
@@ -769,11 +769,11 @@ class Bench:
             processes_replaced=cpu.processes_gone,
             connections_per_worker=conns,
         )
-        if admissions_before is not None:
+        if limiter_before is not None:
             after = histogram_buckets(target.base_url)
             for name, attr in (("admission", "admission_p50_ms"), ("wait", "limiter_wait_p50_ms")):
                 metric = f"cic_limiter_{name}_seconds"
-                setattr(row, attr, bucket_p50_ms(admissions_before.get(metric, {}), after.get(metric, {})))
+                setattr(row, attr, bucket_p50_ms(limiter_before.get(metric, {}), after.get(metric, {})))
         log(
             f"{target.name:8} {mode:10} c={concurrency:<3} {load.rps:9.1f} req/s  p50 {load.p50_ms:7.2f} ms  "
             f"p99 {load.p99_ms:7.2f} ms  cpu {row.cpu_ms_per_req:6.2f} ms/req  errors {load.errors}"
