@@ -16,6 +16,7 @@ import uvicorn
 
 from agent.simulator import RunningSim, SimConfig, start_simulator
 from api.app import create_app
+from api.server import HTTP_PROTOCOL
 from cic.settings import Settings
 
 T = TypeVar("T")
@@ -81,12 +82,18 @@ class Sims:
 
 
 @contextmanager
-def api_server(loop: LoopThread, settings: Settings) -> Iterator[str]:
-    """The platform app under uvicorn on a loopback port, lifespan and all."""
+def api_server(loop: LoopThread, settings: Settings, *, http: str = HTTP_PROTOCOL) -> Iterator[str]:
+    """The platform app under uvicorn on a loopback port, lifespan and all (``http``: uvicorn's protocol)."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            http=http,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
         )
     )
     task = asyncio.run_coroutine_threadsafe(server.serve(), loop.loop)

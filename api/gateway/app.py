@@ -39,6 +39,7 @@ from api.gateway.protocol import (
 from api.gateway.ratelimit import Admission, Layer, Limiter, duration
 from api.gateway.registry import NodeRegistry, NodeView
 from api.gateway.upstream import SSEScanner, UpstreamFailure, UpstreamPool, prepare_body
+from api.server import DISCONNECT_EXTENSION
 from cic.limits import Limits
 from cic.logs import request_id_var
 from cic.services.keys import KeyIdentity
@@ -390,7 +391,7 @@ class Gateway:
         this one (only while forwarding is still under way, so the cancellation lands inside it)."""
         task = asyncio.current_task()
         assert task is not None
-        watch = _DisconnectWatch(receive, task, call)
+        watch = _DisconnectWatch(scope, receive, task, call)
 
         async def sending(message: Message) -> None:
             await send(message)
@@ -534,6 +535,7 @@ class Gateway:
             model_from=b'"model":"' + node.served_model.encode() + b'"' if rename else b"",
             model_to=b'"model":"' + call.model.encode() + b'"' if rename else b"",
         )
+        last = b""  # the events that end the stream go out with the end of the response: one write
         try:
             async for data in resp.chunks():
                 if not call.response_started:
@@ -549,10 +551,10 @@ class Gateway:
                 out = scanner.feed(data)
                 if scanner.done:
                     call.stream_done = True
+                    last = out
+                    break  # nothing follows [DONE]; clients hang up as soon as they read it
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-                if scanner.done:
-                    break  # nothing follows [DONE]; clients hang up as soon as they read it
                 if call.admission is not None and time.monotonic() - call.lease_renewed > LEASE_RENEW_S:
                     call.lease_renewed = time.monotonic()  # a long stream keeps its concurrency slot
                     await self.s.limiter.renew(call.admission)
@@ -569,7 +571,7 @@ class Gateway:
         rest = scanner.tail()
         if not scanner.done and call.status == "ok":
             call.fail(502, "upstream_stream_truncated")
-        await send({"type": "http.response.body", "body": rest, "more_body": False})
+        await send({"type": "http.response.body", "body": last + rest if rest else last, "more_body": False})
 
     # --- metering ------------------------------------------------------------------------------
 
@@ -701,31 +703,43 @@ class _AdmissionTimer:
 
 
 class _DisconnectWatch:
-    """Waits for the client's ``http.disconnect``; cancels ``task`` if it is still forwarding by then,
-    unless the client had already read the whole stream (``[DONE]``)."""
+    """Cancels ``task`` when the client goes away while it is still forwarding, unless the client had
+    already read the whole stream (``[DONE]``).
+
+    Under the API's own server protocol (api/server.py) the connection calls back when it is lost; under
+    any other ASGI server a watcher task waits for ``http.disconnect`` from ``receive``."""
 
     __slots__ = ("call", "cancelled", "gone", "running", "task", "watcher")
 
-    def __init__(self, receive: Receive, task: asyncio.Task[Any], call: Call) -> None:
+    def __init__(self, scope: Scope, receive: Receive, task: asyncio.Task[Any], call: Call) -> None:
         self.task = task
         self.call = call
         self.running = True
         self.gone = False
         self.cancelled = False
-        self.watcher = asyncio.ensure_future(self._watch(receive))
+        extensions = scope.get("extensions") or {}
+        hook = extensions.get(DISCONNECT_EXTENSION)
+        if hook is not None:
+            self.watcher: asyncio.Future[None] | None = None
+            hook(self._gone)
+        else:
+            self.watcher = asyncio.ensure_future(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
+        self._gone()
+
+    def _gone(self) -> None:
         self.gone = True
         if self.running and not self.call.stream_done:
             self.cancelled = True
             self.task.cancel()
 
     def stop(self) -> None:
-        if not self.watcher.done():
+        if self.watcher is not None and not self.watcher.done():
             self.watcher.cancel()
 
 

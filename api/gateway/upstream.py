@@ -115,37 +115,52 @@ class SSEScanner:
         complete, self._buf = buf[: end + 2], buf[end + 2 :]
         if self.model_from:
             complete = complete.replace(self.model_from, self.model_to)
-        # Fast path: no usage chunk in this piece.
-        if b'"usage":{' not in complete and b'"usage": {' not in complete:
-            self.chunks += _content_chunks(complete)
-            if b"data: [DONE]" in complete:
-                self.done = True
+        if b"data: [DONE]" in complete:
+            self.done = True
+        # Counted over the whole piece: a usage-only chunk has no choices, so no content to count.
+        self.chunks += _content_chunks(complete)
+        # Only the events that carry a usage object are looked at one by one (a JSON string cannot hold
+        # the bytes '"usage":{': its quotes would be escaped).
+        at = _find_usage(complete, 0)
+        if at < 0:
             return complete
-        out: list[bytes] = []
-        for event in complete.split(b"\n\n"):
-            if not event:
-                continue
-            if event.startswith(b"data: [DONE]"):
-                self.done = True
-            elif b'"usage":{' in event or b'"usage": {' in event:
-                try:
-                    payload = orjson.loads(event[event.index(b"{") :])
-                except orjson.JSONDecodeError:
-                    payload = {}
-                if isinstance(payload.get("usage"), dict):
-                    self.usage = payload["usage"]
-                if payload.get("choices"):
-                    self.chunks += _content_chunks(event)
-                elif not self.client_wants_usage:
-                    continue  # the usage-only chunk the client did not ask for
-            else:
-                self.chunks += _content_chunks(event)
-            out.append(event + b"\n\n")
-        return b"".join(out)
+        kept: list[bytes] = []
+        copied = 0  # how much of `complete` is in `kept` or dropped
+        while at >= 0:
+            before = complete.rfind(b"\n\n", 0, at)
+            start = 0 if before < 0 else before + 2
+            stop = complete.find(b"\n\n", at) + 2
+            event = complete[start:stop]
+            brace = event.find(b"{")
+            try:
+                payload = orjson.loads(event[brace:]) if brace >= 0 else {}
+            except orjson.JSONDecodeError:
+                payload = {}
+            if not isinstance(payload, dict):
+                payload = {}
+            if isinstance(payload.get("usage"), dict):
+                self.usage = payload["usage"]
+            if not payload.get("choices") and not self.client_wants_usage:
+                kept.append(complete[copied:start])  # the usage-only chunk the client did not ask for
+                copied = stop
+            at = _find_usage(complete, stop)
+        if not copied:
+            return complete
+        kept.append(complete[copied:])
+        return b"".join(kept)
 
     def tail(self) -> bytes:
         rest, self._buf = self._buf, b""
         return rest
+
+
+def _find_usage(events: bytes, start: int) -> int:
+    """Where the next usage object begins (compact or spaced JSON), or -1."""
+    compact = events.find(b'"usage":{', start)
+    spaced = events.find(b'"usage": {', start)
+    if compact < 0 or 0 <= spaced < compact:
+        return spaced
+    return compact
 
 
 def _content_chunks(events: bytes) -> int:

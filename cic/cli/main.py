@@ -896,9 +896,12 @@ def run_api(
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker writes its metrics here, so /metrics on any worker shows the whole server.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cic-metrics-")
+    from api.server import HTTP_PROTOCOL
+
     uvicorn.run(
         "api.app:app_factory",
         factory=True,
+        http=HTTP_PROTOCOL,
         host=host,
         port=port,
         workers=workers,

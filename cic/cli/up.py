@@ -226,11 +226,14 @@ def configure_environment(host: str, port: int) -> None:
 async def serve(settings: Settings, host: str, port: int, demo: Demo | None, *, run_jobs: bool) -> None:
     import uvicorn
 
+    from api.server import HTTP_PROTOCOL
     from web import serve as web_serve
 
     app = web_serve.asgi_app()
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on", workers=1)
+        uvicorn.Config(
+            app, host=host, port=port, http=HTTP_PROTOCOL, log_config=None, access_log=False, lifespan="on", workers=1
+        )
     )
     scheduler = None
     if run_jobs:

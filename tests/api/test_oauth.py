@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from api.app import create_app
+from api.server import HTTP_PROTOCOL
 from cic.models import AuditEvent, OAuthIdentity, OAuthState, User, UserSession
 from cic.models.types import utcnow
 from cic.settings import Settings
@@ -43,7 +44,9 @@ def loop() -> Iterator[LoopThread]:
 def serve(loop: LoopThread, settings: Settings, port: int) -> Iterator[str]:
     """The platform under uvicorn on ``port`` (known in advance: the redirect URI names it)."""
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, http=HTTP_PROTOCOL, log_config=None, access_log=False
+        )
     )
     task = asyncio.run_coroutine_threadsafe(server.serve(), loop.loop)
     wait_until(lambda: server.started, timeout=20, what="uvicorn start")

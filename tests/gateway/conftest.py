@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from agent.simulator import RunningSim
+from api.server import HTTP_PROTOCOL
 from cic.models import Plan, UsageRecord
 from cic.models.environments import EnvironmentCreate
 from cic.models.keys import ApiKeyCreate
@@ -44,10 +45,11 @@ def gateway_settings(settings: Settings, tmp_path: Any) -> Settings:
 
 @pytest.fixture
 def serve(loop_thread: LoopThread, gateway_settings: Settings, engine: Engine) -> Any:
-    """``with serve() as base_url:`` runs the platform app; start it after adding the nodes it should see."""
+    """``with serve() as base_url:`` runs the platform app; start it after adding the nodes it should see.
+    ``serve(http="httptools")`` runs it under uvicorn's own protocol instead of the API's (api/server.py)."""
 
-    def _serve(**overrides: Any) -> Any:
-        return api_server(loop_thread, gateway_settings.model_copy(update=overrides))
+    def _serve(http: str = HTTP_PROTOCOL, **overrides: Any) -> Any:
+        return api_server(loop_thread, gateway_settings.model_copy(update=overrides), http=http)
 
     return _serve
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import openai
+import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel import Session
 
@@ -15,12 +16,15 @@ from tests.servers import Sims, wait_until
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me a long story."}]
 
 
+@pytest.mark.parametrize("http", ["api", "httptools"])
 def test_client_disconnect_cancels_upstream_and_bills_what_was_sent(
-    sims: Sims, serve, session: Session, tenant: Tenant
+    sims: Sims, serve, session: Session, tenant: Tenant, http: str
 ) -> None:
+    """Under the API's protocol the connection reports the disconnect; under uvicorn's own (any other ASGI
+    server), a watcher waits for ``http.disconnect``."""
     sim = sims.start(model="llama-3-8b", itl_ms=20)
     add_node(session, sim)
-    with serve() as base:
+    with serve(**({"http": "httptools"} if http == "httptools" else {})) as base:
         received = 0
         with (
             httpx.Client(timeout=10) as http,
