@@ -98,7 +98,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # a request (not an upgrade): its app may watch
-            extensions = self.scope.setdefault("extensions", {})  # type: ignore[typeddict-item]
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
             extensions[DISCONNECT_EXTENSION] = functools.partial(self._watch, cycle)
 
     def _watch(self, cycle: RequestResponseCycle, callback: Callable[[], None]) -> None:

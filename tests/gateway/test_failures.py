@@ -16,15 +16,15 @@ from tests.servers import Sims, wait_until
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me a long story."}]
 
 
-@pytest.mark.parametrize("http", ["api", "httptools"])
+@pytest.mark.parametrize("protocol", ["api", "httptools"])
 def test_client_disconnect_cancels_upstream_and_bills_what_was_sent(
-    sims: Sims, serve, session: Session, tenant: Tenant, http: str
+    sims: Sims, serve, session: Session, tenant: Tenant, protocol: str
 ) -> None:
     """Under the API's protocol the connection reports the disconnect; under uvicorn's own (any other ASGI
     server), a watcher waits for ``http.disconnect``."""
     sim = sims.start(model="llama-3-8b", itl_ms=20)
     add_node(session, sim)
-    with serve(**({"http": "httptools"} if http == "httptools" else {})) as base:
+    with serve(**({"http": "httptools"} if protocol == "httptools" else {})) as base:
         received = 0
         with (
             httpx.Client(timeout=10) as http,
