@@ -13,6 +13,17 @@ from api.gateway.ratelimit import Admission, Layer
 from cic.services.keys import KeyIdentity
 
 
+MODEL_ID_MAX = 64  # usage_records.model_id
+
+
+def _column_text(text: str, size: int) -> str:
+    """What a client sent, made storable: at most ``size`` characters, valid UTF-8, no NUL (PostgreSQL
+    refuses it). A made-up model name is still metered, and cannot make the batch it is in fail."""
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates become '?'
+    return text[:size].replace("\x00", "\ufffd")
+
+
 @dataclass(slots=True)
 class Call:
     request_id: str
@@ -72,7 +83,7 @@ class Call:
             "org_id": ident.org_id,
             "environment_id": ident.environment_id,
             "api_key_id": ident.key_id,
-            "model_id": self.model,
+            "model_id": _column_text(self.model, MODEL_ID_MAX),
             "region_code": self.region,
             "node_id": self.node_id,
             "endpoint": self.endpoint,

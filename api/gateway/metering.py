@@ -21,8 +21,9 @@ import orjson
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
 
+from api.gateway import metrics
 from cic.models import UsageRecord
 from cic.models.types import utcnow
 
@@ -85,8 +86,12 @@ class UsageMeter:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         try:
-            self._insert(batch)
-            self.written += len(batch)
+            try:
+                self._insert(batch)
+                self.written += len(batch)
+            except REFUSED as exc:  # a record the database will never take: the rest must not wait on it
+                log.error("usage batch refused (%s); writing its %d records one by one", exc, len(batch))
+                self.written += insert_apart(self._engine, batch, self._spool_dir)
         except SQLAlchemyError as exc:
             log.error("usage batch not written, spooling %d records: %s", len(batch), exc)
             self._spool(batch)
@@ -141,6 +146,34 @@ def insert_usage(engine: Engine, rows: list[dict[str, Any]]) -> None:
         conn.execute(stmt, rows)
 
 
+REFUSED = (DataError, IntegrityError, ProgrammingError, ValueError, TypeError)
+"""What a batch fails with when one of its records is bad (not when the database is unreachable)."""
+
+
+def insert_apart(engine: Engine, rows: list[dict[str, Any]], spool_dir: Path) -> int:
+    """Insert ``rows`` one by one; those the database refuses go to ``rejected-usage-*.jsonl`` in the spool directory,
+    for an operator to mend and re-queue (rename to ``usage-*.jsonl``), and are logged. Returns how many were
+    written. Raises what a lost connection raises, for the caller to spool the rows (a replay skips those
+    already in)."""
+    written, rejected = 0, []
+    for row in rows:
+        try:
+            insert_usage(engine, [row])
+            written += 1
+        except REFUSED as exc:
+            log.error("usage record %s refused by the database, set aside: %s", row.get("request_id"), exc)
+            rejected.append(row)
+    if rejected:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        path = spool_dir / f"rejected-usage-{os.getpid()}-{time.time_ns()}.jsonl"
+        with open(path, "ab") as f:
+            f.write(b"".join(orjson.dumps(_encode(r), default=str) + b"\n" for r in rejected))
+            f.flush()
+            os.fsync(f.fileno())
+        metrics.USAGE_REJECTED.inc(len(rejected))
+    return written
+
+
 def _pg_columns() -> tuple[str, list[tuple[str, Any]]]:
     cols = [c for c in _TABLE.columns if c.name not in ("id", "ingested_at")]  # both filled by the server
     dialect = postgresql.dialect()
@@ -181,15 +214,22 @@ def replay_spool(engine: Engine, spool_dir: Path, *, include_own: bool) -> int:
             continue
         try:
             rows = _read_spool(claimed)
+            replayed = 0
             for i in range(0, len(rows), BATCH_MAX):
-                insert_usage(engine, rows[i : i + BATCH_MAX])
+                batch = rows[i : i + BATCH_MAX]
+                try:
+                    insert_usage(engine, batch)
+                    replayed += len(batch)
+                except REFUSED as exc:
+                    log.error("spooled usage batch refused (%s); replaying its %d records one by one", exc, len(batch))
+                    replayed += insert_apart(engine, batch, spool_dir)
         except SQLAlchemyError as exc:
             log.warning("spool replay of %s failed, will retry: %s", path.name, exc)
             claimed.rename(path.with_name(f"usage-{me}-{time.time_ns()}.jsonl"))
             return total
         claimed.unlink()
-        total += len(rows)
-        log.info("replayed %d spooled usage records from %s", len(rows), path.name)
+        total += replayed
+        log.info("replayed %d spooled usage records from %s", replayed, path.name)
     return total
 
 

@@ -27,6 +27,9 @@ LATENCY = Histogram(
 TTFT = Histogram("cic_time_to_first_token_seconds", "Time to first streamed byte", ["model"], buckets=LATENCY_BUCKETS)
 TOKENS = Counter("cic_tokens_total", "Tokens metered", ["model", "org", "kind"])
 UPSTREAM_ERRORS = Counter("cic_upstream_errors_total", "Failed calls to nodes", ["model", "reason"])
+USAGE_REJECTED = Counter(
+    "cic_usage_rejected_total", "Usage records the database refused, set aside in rejected-usage-*.jsonl"
+)
 USAGE_SPOOLED = Counter("cic_usage_spooled_total", "Usage records spooled to disk because the DB refused them")
 RATE_LIMITED = Counter("cic_rate_limited_total", "Requests refused by a limit", ["layer", "kind"])
 LIMITER_FALLBACKS = Counter("cic_limiter_fallback_total", "Admissions decided without Redis (Redis unreachable)")

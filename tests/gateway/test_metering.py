@@ -116,3 +116,33 @@ def test_batch_taken_by_a_cancelled_flush_is_still_written(engine: Engine, sessi
 
     asyncio.run(scenario())
     assert _count(session) == 5
+
+
+def test_a_record_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_written(
+    engine: Engine, session: Session, tmp_path: Path
+) -> None:
+    """One bad record (here a NUL, which PostgreSQL refuses in text) must not hold its batch hostage, neither
+    when written nor when replayed from the spool: the others land, it goes to rejected-usage-*.jsonl."""
+    spool = tmp_path / "spool"
+    bad = {**_row(3), "error_code": "nul\x00here"}
+    meter = UsageMeter(engine, spool)
+    for row in (_row(1), _row(2), bad, _row(4)):
+        meter.record(row)
+    asyncio.run(meter.flush())
+    assert meter.written == 3 and meter.spooled == 0
+    assert _count(session) == 3
+    (rejected,) = spool.glob("rejected-usage-*.jsonl")
+    assert b"req_spool_3" in rejected.read_bytes()
+
+    # The same from a spool file (written while the database was down): replayed, apart from the bad one.
+    rejected.unlink()
+    dead = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 1})
+    down = UsageMeter(dead, spool)
+    for row in (_row(5), {**bad, "request_id": "req_spool_6"}, _row(7)):
+        down.record(row)
+    asyncio.run(down.flush())
+    assert down.spooled == 3
+    assert asyncio.run(meter.replay_spool()) == 2
+    assert _count(session) == 5
+    assert [p.name.split("-")[0] for p in spool.iterdir()] == ["rejected"]
+    assert asyncio.run(meter.replay_spool()) == 0  # a set-aside record is not retried on its own

@@ -182,3 +182,22 @@ def test_tenant_scoped_base_url(sims: Sims, serve, session: Session, tenant: Ten
         wrong_env = openai.OpenAI(base_url=f"{base}/{tenant.org_slug}/dev/v1", api_key=tenant.key, max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             wrong_env.chat.completions.create(model="llama-3-8b", messages=MESSAGES)
+
+
+def test_a_made_up_model_name_of_any_shape_is_metered_without_losing_other_records(
+    sims: Sims, serve, session: Session, tenant: Tenant
+) -> None:
+    """A model name the client made up is 404 and still gets its usage record, whatever its length or bytes
+    (the column holds 64 characters; PostgreSQL refuses NUL): written in the same batch as a good request's,
+    neither is refused, spooled or lost."""
+    sim = sims.start(model="llama-3-8b")
+    add_node(session, sim)
+    long_name, nul_name = "m" * 200, "bad\x00name"
+    with serve() as base:
+        c = client(base, tenant.key)
+        for name in (long_name, nul_name):
+            with pytest.raises(openai.NotFoundError):
+                c.chat.completions.create(model=name, messages=MESSAGES)
+        c.chat.completions.create(model="llama-3-8b", messages=MESSAGES, max_tokens=3)
+    recs = usage_records(session, 3)
+    assert [(r.model_id, r.http_status) for r in recs] == [("m" * 64, 404), ("bad\ufffdname", 404), ("llama-3-8b", 200)]
