@@ -12,7 +12,6 @@ from api.gateway.catalog import Price
 from api.gateway.ratelimit import Admission, Layer
 from cic.services.keys import KeyIdentity
 
-
 MODEL_ID_MAX = 64  # usage_records.model_id
 
 
