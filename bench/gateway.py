@@ -742,7 +742,7 @@ class Bench:
         rss_before = rss_bytes(meter.target_pids)
         conns: list[int] = []
         port = int(target.base_url.rsplit(":", 1)[1])
-        limiter_before = histogram_buckets(target.base_url) if target.name == "gateway" else None
+        limiter_before = histogram_buckets(target.base_url, settled=True) if target.name == "gateway" else None
         load = self.wrk.run(
             target.base_url,
             token=target.token,
@@ -770,7 +770,7 @@ class Bench:
             connections_per_worker=conns,
         )
         if limiter_before is not None:
-            after = histogram_buckets(target.base_url)
+            after = histogram_buckets(target.base_url, settled=True)
             for name, attr in (("admission", "admission_p50_ms"), ("wait", "limiter_wait_p50_ms")):
                 metric = f"cic_limiter_{name}_seconds"
                 setattr(row, attr, bucket_p50_ms(limiter_before.get(metric, {}), after.get(metric, {})))
@@ -796,10 +796,20 @@ class Bench:
         target.rss_end = rss_bytes(process_tree(root))
 
 
+METRICS_FLUSH_S = 1.0  # api/gateway/metrics.py FLUSH_S: how late a worker's tallies can reach /metrics
+
+
 def histogram_buckets(
-    base_url: str, metrics: tuple[str, ...] = ("cic_limiter_admission_seconds", "cic_limiter_wait_seconds")
+    base_url: str,
+    metrics: tuple[str, ...] = ("cic_limiter_admission_seconds", "cic_limiter_wait_seconds"),
+    *,
+    settled: bool = False,
 ) -> dict[str, dict[float, float]]:
-    """Cumulative counts of each histogram by upper bound (seconds), every worker summed."""
+    """Cumulative counts of each histogram by upper bound (seconds), every worker summed. ``settled``: read
+    once every worker has flushed what it tallied until now (the load has stopped; a worker flushes its
+    per-request metrics every METRICS_FLUSH_S, and only the one that answers the scrape does so at once)."""
+    if settled:
+        time.sleep(METRICS_FLUSH_S + 0.2)
     out: dict[str, dict[float, float]] = {m: {} for m in metrics}
     try:
         with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as resp:  # noqa: S310 - loopback only

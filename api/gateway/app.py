@@ -196,7 +196,7 @@ class Gateway:
             stream,
             client_wants_usage=bool(stream and opts is not None and opts.include_usage),
         )
-        metrics.IN_FLIGHT.inc()
+        metrics.TALLY.in_flight += 1
         try:
             if (
                 ident.past_due_since is not None
@@ -222,7 +222,7 @@ class Gateway:
             if not call.response_started:
                 await _send_error(send, err, rid, call.headers)
         finally:
-            metrics.IN_FLIGHT.dec()
+            metrics.TALLY.in_flight -= 1
             if call.pending is not None or call.deferred is not None:
                 self._abandon(call)
             self._meter(call)
@@ -290,7 +290,7 @@ class Gateway:
             return
         started = time.perf_counter()
         adm = await self.s.limiter.admit(layers, cost, call.request_id)
-        metrics.ADMISSION.observe(time.perf_counter() - started)
+        metrics.TALLY.observe(metrics.ADMISSION, time.perf_counter() - started)
         if not adm.allowed and adm.layer is not None and adm.layer.name == "reservation":
             # Above its reservation, reserved traffic is shared traffic: wait for room like the rest.
             await self._wait_for_room(call)
@@ -298,7 +298,7 @@ class Gateway:
             if not layers:
                 return
             adm = await self.s.limiter.admit(layers, cost, call.request_id)
-        metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
+        metrics.TALLY.observe(metrics.LIMITER_WAIT, time.perf_counter() - started)
         self._decide(call, adm, cost)
 
     def _decide(self, call: Call, adm: Admission, cost: int) -> None:
@@ -340,7 +340,7 @@ class Gateway:
             await pending  # cancelled (the client left), the limiter gives back what it admits
         call.pending = None
         if not overlapped:  # else the caller knows what the wait cost: see _forward_native
-            metrics.LIMITER_WAIT.observe(time.perf_counter() - started)
+            metrics.TALLY.observe(metrics.LIMITER_WAIT, time.perf_counter() - started)
         self._decide(call, pending.result(), call.pending_cost)
 
     def _abandon(self, call: Call) -> None:
@@ -491,7 +491,7 @@ class Gateway:
         confirm = functools.partial(self._confirm, call, overlapped=True) if overlapped else None
         resp = await self.s.pool.open(node, f"/v1/{tail}", upstream_body, confirm)
         if overlapped:  # what the limiter cost this request: how long the node's answer waited for it
-            metrics.LIMITER_WAIT.observe(resp.held_s)
+            metrics.TALLY.observe(metrics.LIMITER_WAIT, resp.held_s)
         try:
             if resp.status != 200:
                 payload = await resp.read()
@@ -588,14 +588,14 @@ class Gateway:
         elapsed = time.perf_counter() - call.started
         # Label values come from the catalog only: a client's made-up model names must not grow the metrics.
         model = call.model if call.model in self.s.catalog.models else "unknown"
-        metrics.REQUESTS.labels(call.endpoint, model, str(call.http_status)).inc()
-        metrics.LATENCY.labels(call.endpoint, model).observe(elapsed)
+        metrics.TALLY.inc(metrics.REQUESTS, (call.endpoint, model, str(call.http_status)))
+        metrics.TALLY.observe(metrics.LATENCY, elapsed, (call.endpoint, model))
         if call.ttft_s is not None and call.stream:
-            metrics.TTFT.labels(model).observe(call.ttft_s)
+            metrics.TALLY.observe(metrics.TTFT, call.ttft_s, (model,))
         if call.prompt_tokens:
-            metrics.TOKENS.labels(model, call.identity.org_id, "prompt").inc(call.prompt_tokens)
+            metrics.TALLY.inc(metrics.TOKENS, (model, call.identity.org_id, "prompt"), call.prompt_tokens)
         if call.completion_tokens:
-            metrics.TOKENS.labels(model, call.identity.org_id, "completion").inc(call.completion_tokens)
+            metrics.TALLY.inc(metrics.TOKENS, (model, call.identity.org_id, "completion"), call.completion_tokens)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -699,7 +699,7 @@ class _AdmissionTimer:
         self.started = time.perf_counter()
 
     def __call__(self, _: asyncio.Future[Admission]) -> None:
-        metrics.ADMISSION.observe(time.perf_counter() - self.started)
+        metrics.TALLY.observe(metrics.ADMISSION, time.perf_counter() - self.started)
 
 
 class _DisconnectWatch:

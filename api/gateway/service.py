@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.gateway import tokens
+from api.gateway import metrics, tokens
 from api.gateway.adapter import LiteLLMAdapter
 from api.gateway.app import Gateway, GatewayState, Shedding
 from api.gateway.auth import KeyCache
@@ -29,6 +29,10 @@ log = logging.getLogger("cic.gateway")
 
 CATALOG_REFRESH_S = 30.0
 NO_BUS_TTL_S = 1.0
+
+
+async def _flush_metrics() -> None:
+    metrics.flush()
 
 
 async def _warm_tokenizer() -> None:
@@ -82,6 +86,7 @@ class DataPlane:
         self._every(self.settings.node_refresh_s, self.refresh_nodes, "node registry")
         self._every(CATALOG_REFRESH_S, self.refresh_catalog, "catalog", until_loaded=True)
         self._every(self.settings.last_used_flush_s, self.state.keys.flush_last_used, "last_used_at")
+        self._every(metrics.FLUSH_S, _flush_metrics, "metrics")
         self._meter_task = asyncio.create_task(self.state.meter.run(), name="usage meter")
         if self.redis is not None:
             self._tasks.append(asyncio.create_task(self._subscribe(), name="key invalidation"))
@@ -103,6 +108,7 @@ class DataPlane:
         with contextlib.suppress(SQLAlchemyError):
             await self.state.keys.flush_last_used()
         await self.state.pool.close()
+        metrics.flush()
 
     async def refresh_nodes(self) -> None:
         self.state.registry.replace(await asyncio.to_thread(load_nodes, self.engine))
