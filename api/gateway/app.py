@@ -537,7 +537,7 @@ class Gateway:
         )
         last = b""  # the events that end the stream go out with the end of the response: one write
         try:
-            async for data in resp.chunks():
+            while (data := await resp.next_chunk()) is not None:
                 if not call.response_started:
                     call.mark_first_byte()
                     call.response_started = True

@@ -229,16 +229,21 @@ class Response:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
             await conn.wait(self._read_timeout)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives: whatever has come since the last piece, joined."""
+    async def next_chunk(self) -> bytes | None:
+        """The body's next piece as it arrives (whatever has come since the last one, joined); None at its end."""
         conn = self._conn
         while True:
             if conn.chunks:
-                yield conn.take()
-            elif conn.complete:
-                return
-            else:
-                await conn.wait(self._read_timeout)
+                return conn.take()
+            if conn.complete:
+                return None
+            await conn.wait(self._read_timeout)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """``next_chunk`` as an async iterator (the relay's loop calls ``next_chunk`` itself: an async generator
+        left early is finalised by a task of its own)."""
+        while (piece := await self.next_chunk()) is not None:
+            yield piece
 
     def release(self) -> None:
         """Done with the answer: the connection goes back to the pool (after the rest of an unfinished

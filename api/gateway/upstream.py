@@ -78,6 +78,12 @@ def prepare_body(raw: bytes, parsed: dict[str, Any] | None, *, stream: bool, ser
     rename = served_model != model
     if not needs_usage and not rename:
         return raw
+    if needs_usage and not rename and parsed is None and b'"stream_options"' not in raw:
+        # The usual stream: no stream_options at all. The body is a JSON object (it was validated), so the
+        # option goes in before its closing brace, without parsing and re-encoding the whole prompt.
+        end = raw.rfind(b"}")
+        if end > 0:
+            return raw[:end] + b',"stream_options":{"include_usage":true}' + raw[end:]
     data = parsed if parsed is not None else orjson.loads(raw)
     if needs_usage:
         opts = data.get("stream_options") or {}
