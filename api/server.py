@@ -61,7 +61,8 @@ class HeadHoldingTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held)
+            if not self._transport.is_closing():  # the connection was lost meanwhile: nobody to write to
+                self._transport.write(held)
 
     def writelines(self, chunks: Any) -> None:
         self.write(b"".join(chunks))
