@@ -86,12 +86,7 @@ class UsageMeter:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         try:
-            try:
-                self._insert(batch)
-                self.written += len(batch)
-            except REFUSED as exc:  # a record the database will never take: the rest must not wait on it
-                log.error("usage batch refused (%s); writing its %d records one by one", exc, len(batch))
-                self.written += insert_apart(self._engine, batch, self._spool_dir)
+            self.written += write_batch(self._engine, batch, self._spool_dir)
         except SQLAlchemyError as exc:
             log.error("usage batch not written, spooling %d records: %s", len(batch), exc)
             self._spool(batch)
@@ -105,19 +100,10 @@ class UsageMeter:
             await asyncio.gather(*self._writing, return_exceptions=True)
         await self.flush()
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
-        insert_usage(self._engine, rows)
-
     # --- spool ---------------------------------------------------------------------------------
 
     def _spool(self, rows: list[dict[str, Any]]) -> None:
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        path = self._spool_dir / f"usage-{os.getpid()}.jsonl"
-        data = b"".join(orjson.dumps(_encode(r)) + b"\n" for r in rows)
-        with open(path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _append_records(self._spool_dir / f"usage-{os.getpid()}.jsonl", rows)
 
     async def replay_spool(self) -> int:
         """Replay this process's spool files and those of processes that are gone (``replay_spool``)."""
@@ -150,6 +136,17 @@ REFUSED = (DataError, IntegrityError, ProgrammingError, ValueError, TypeError)
 """What a batch fails with when one of its records is bad (not when the database is unreachable)."""
 
 
+def write_batch(engine: Engine, rows: list[dict[str, Any]], spool_dir: Path) -> int:
+    """Insert a batch; if the database refuses it for a record's content, write its records apart
+    (``insert_apart``). Returns how many were written; raises what a lost connection raises."""
+    try:
+        insert_usage(engine, rows)
+        return len(rows)
+    except REFUSED as exc:  # a record the database will never take: the rest must not wait on it
+        log.error("usage batch refused (%s); writing its %d records one by one", exc, len(rows))
+        return insert_apart(engine, rows, spool_dir)
+
+
 def insert_apart(engine: Engine, rows: list[dict[str, Any]], spool_dir: Path) -> int:
     """Insert ``rows`` one by one; those the database refuses go to ``rejected-usage-*.jsonl`` in the spool directory,
     for an operator to mend and re-queue (rename to ``usage-*.jsonl``), and are logged. Returns how many were
@@ -164,14 +161,19 @@ def insert_apart(engine: Engine, rows: list[dict[str, Any]], spool_dir: Path) ->
             log.error("usage record %s refused by the database, set aside: %s", row.get("request_id"), exc)
             rejected.append(row)
     if rejected:
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        path = spool_dir / f"rejected-usage-{os.getpid()}-{time.time_ns()}.jsonl"
-        with open(path, "ab") as f:
-            f.write(b"".join(orjson.dumps(_encode(r), default=str) + b"\n" for r in rejected))
-            f.flush()
-            os.fsync(f.fileno())
+        _append_records(spool_dir / f"rejected-usage-{os.getpid()}-{time.time_ns()}.jsonl", rejected)
         metrics.USAGE_REJECTED.inc(len(rejected))
     return written
+
+
+def _append_records(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append records to a JSON-lines file and fsync it (a value JSON cannot hold is written as its text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"".join(orjson.dumps(_encode(r), default=str) + b"\n" for r in rows)
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _pg_columns() -> tuple[str, list[tuple[str, Any]]]:
@@ -216,13 +218,7 @@ def replay_spool(engine: Engine, spool_dir: Path, *, include_own: bool) -> int:
             rows = _read_spool(claimed)
             replayed = 0
             for i in range(0, len(rows), BATCH_MAX):
-                batch = rows[i : i + BATCH_MAX]
-                try:
-                    insert_usage(engine, batch)
-                    replayed += len(batch)
-                except REFUSED as exc:
-                    log.error("spooled usage batch refused (%s); replaying its %d records one by one", exc, len(batch))
-                    replayed += insert_apart(engine, batch, spool_dir)
+                replayed += write_batch(engine, rows[i : i + BATCH_MAX], spool_dir)
         except SQLAlchemyError as exc:
             log.warning("spool replay of %s failed, will retry: %s", path.name, exc)
             claimed.rename(path.with_name(f"usage-{me}-{time.time_ns()}.jsonl"))
