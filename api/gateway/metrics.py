@@ -65,8 +65,8 @@ class Tally:
     def __init__(self) -> None:
         self.in_flight = 0
         self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
-        self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
-        self._bounds: dict[Histogram, list[float]] = {}
+        # (histogram, labels) -> (its bucket bounds, +Inf last; [sum, count per bucket...])
+        self._observed: dict[tuple[Histogram, tuple[str, ...]], tuple[list[float], list[float]]] = {}
 
     def inc(self, counter: Counter, labels: tuple[str, ...] = (), amount: float = 1) -> None:
         key = (counter, labels)
@@ -74,22 +74,21 @@ class Tally:
 
     def observe(self, histogram: Histogram, value: float, labels: tuple[str, ...] = ()) -> None:
         key = (histogram, labels)
-        tally = self._observed.get(key)
-        if tally is None:
-            bounds = self._bounds.get(histogram)
-            if bounds is None:
-                bounds = self._bounds[histogram] = list(histogram._upper_bounds)  # its buckets, +Inf last
-            tally = self._observed[key] = [0.0] * (len(bounds) + 1)  # [sum, count per bucket...]
+        entry = self._observed.get(key)
+        if entry is None:
+            bounds = histogram._upper_bounds
+            entry = self._observed[key] = (bounds, [0.0] * (len(bounds) + 1))
+        bounds, tally = entry
         tally[0] += value
         # Prometheus keeps a histogram's buckets non-cumulative: the first whose bound is >= value.
-        tally[1 + bisect_left(self._bounds[histogram], value)] += 1
+        tally[1 + bisect_left(bounds, value)] += 1
 
     def flush(self) -> None:
         counts, self._counts = self._counts, {}
         observed, self._observed = self._observed, {}
         for (counter, labels), amount in counts.items():
             (counter.labels(*labels) if labels else counter).inc(amount)
-        for (histogram, labels), tally in observed.items():
+        for (histogram, labels), (_, tally) in observed.items():
             child = histogram.labels(*labels) if labels else histogram
             child._sum.inc(tally[0])
             for bucket, n in zip(child._buckets, tally[1:], strict=True):
