@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -207,7 +207,7 @@ def _expire(w: asyncio.Future[None], timeout: float) -> None:
 
 
 class Response:
-    """A node's answer: ``status`` now, the body with ``read()`` or ``chunks()``; then ``release()``."""
+    """A node's answer: ``status`` now, the body with ``read()`` or ``next_chunk()``; then ``release()``."""
 
     __slots__ = ("_conn", "_done", "_read_timeout", "held_s", "status")
 
@@ -230,7 +230,8 @@ class Response:
             await conn.wait(self._read_timeout)
 
     async def next_chunk(self) -> bytes | None:
-        """The body's next piece as it arrives (whatever has come since the last one, joined); None at its end."""
+        """The body's next piece as it arrives (whatever has come since the last one, joined); None at its end.
+        (A plain method, not an async generator: one left early, at [DONE], needs a task to be finalised.)"""
         conn = self._conn
         while True:
             if conn.chunks:
@@ -238,12 +239,6 @@ class Response:
             if conn.complete:
                 return None
             await conn.wait(self._read_timeout)
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """``next_chunk`` as an async iterator (the relay's loop calls ``next_chunk`` itself: an async generator
-        left early is finalised by a task of its own)."""
-        while (piece := await self.next_chunk()) is not None:
-            yield piece
 
     def release(self) -> None:
         """Done with the answer: the connection goes back to the pool (after the rest of an unfinished

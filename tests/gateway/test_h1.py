@@ -131,7 +131,7 @@ async def test_chunks_arrive_as_the_node_sends_them() -> None:
     async with serve(sse) as server:
         resp = await pool.post(server.url, "/v1/chat/completions", b'{"stream":true}')
         got = []
-        async for piece in resp.chunks():
+        while (piece := await resp.next_chunk()) is not None:
             got.append(piece)
             go_on.set()
         resp.release()
@@ -246,8 +246,7 @@ async def test_giving_up_closes_the_connection() -> None:
     pool = H1Pool(read_timeout=5)
     async with serve(endless) as server:
         resp = await pool.post(server.url, "/v1/chat/completions", b"{}")
-        async for _ in resp.chunks():
-            break
+        assert await resp.next_chunk()
         resp.close()
         await asyncio.wait_for(server.closed.wait(), 5)  # the node's writes failed: it stops generating
 
@@ -286,9 +285,7 @@ async def test_released_unfinished_answer_is_drained_then_reused() -> None:
     pool = H1Pool(read_timeout=5)
     async with serve(two_parts) as server:
         resp = await pool.post(server.url, "/v1/chat/completions", b"{}")
-        async for piece in resp.chunks():
-            assert piece == b"data: [DONE]\n\n"
-            break
+        assert await resp.next_chunk() == b"data: [DONE]\n\n"
         resp.release()  # the terminating chunk has not come yet
         rest.set()
         deadline = asyncio.get_running_loop().time() + 5
@@ -319,7 +316,7 @@ async def test_large_body_with_a_slow_reader() -> None:
     async with serve(big) as server:
         resp = await pool.post(server.url, "/v1/embeddings", os.urandom(200_000))  # a large request body too
         got = bytearray()
-        async for piece in resp.chunks():
+        while (piece := await resp.next_chunk()) is not None:
             got += piece
             await asyncio.sleep(0.001)
         resp.release()
